@@ -1,0 +1,297 @@
+"""The training configuration: one dataclass, the paper's method presets, and validation.
+
+`python train.py --help` lists every field with its docstring. Values come from, in increasing
+priority: the dataclass defaults, the per-environment defaults (`ENV_DEFAULTS`), the method preset
+(`METHODS`, only for fields still unset), a YAML file (`--config`), and command-line flags.
+Validation runs before any model or environment loads, and every error names the field and the fix.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.util
+import inspect
+import json
+import os
+import sys
+import types
+import typing
+from dataclasses import dataclass
+
+AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported in one line with exit code 2."""
+
+
+@dataclass
+class TrainConfig:
+    config: str | None = None
+    """YAML file with any of these fields; command-line flags override it."""
+    output_dir: str = "runs/default"
+    """Where metrics.jsonl, config.json, curves.png, checkpoints/ and final/ go."""
+    seed: int = 0
+    """Seeds the task draws, the sampling and the mini-batch shuffles (runs are reproducible on CPU)."""
+    resume: bool = False
+    """Continue from the latest complete checkpoint in output_dir/checkpoints."""
+
+    model: str = "embedded"
+    """A local path or hub id for from_pretrained, or 'embedded' for the built-in warm-started tiny agent."""
+    trust_remote_code: bool = False
+    """Allow a checkpoint to run its own Python code. Off unless you trust the checkpoint."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward to save memory."""
+    lora_r: int = 0
+    """LoRA rank (0 = full fine-tuning). With LoRA the reference is the base (adapters off)."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator."""
+
+    env_name: str = "alfworld"
+    """alfworld | webshop | search."""
+    env_backend: str = "builtin"
+    """builtin (offline engine, runs anywhere) | real (the benchmark's own package or server)."""
+    env_kwargs: str = "{}"
+    """JSON object of keyword arguments for the environment class (room size, data path, retriever url)."""
+    tasks_per_iter: int = 16
+    """Tasks (groups) per iteration over all processes (paper: 16; Search-QA 128)."""
+    group_size: int = 8
+    """Rollouts per task (G) for the group-relative advantage."""
+    history_length: int | None = None
+    """(observation, action) pairs in the prompt; None = the env's default (2 / 2 / 4)."""
+    max_turns: int | None = None
+    """Turn limit; None = the env's (50 / 15 / 4)."""
+    max_prompt_length: int = 2048
+    """Prompt tokens (left-truncated)."""
+    max_new_tokens: int = 512
+    """Response tokens per turn."""
+    temperature: float = 1.0
+    """Sampling temperature of training rollouts (top-p 1.0, no top-k)."""
+    invalid_penalty: float | None = None
+    """Score subtracted from an invalid step; None = 0.1 (Search-QA 0.01)."""
+    generation_batch_size: int | None = None
+    """Rows per generate call (None = all active environments at once)."""
+    fast_decode: bool = False
+    """Static KV cache + torch.compile for generate (GPU; bucketed shapes, warm-up cost reported)."""
+
+    method: str = "sdar"
+    """sdar | grpo | grpo_opsd | opsd | skill_grpo | skill_sd | rlsd: sets the unset coefficients below."""
+    pg_coef: float | None = None
+    """Weight of the GRPO policy loss."""
+    kl_coef: float | None = None
+    """Weight of the k3 KL to the initial model (0.01; Search-QA 0.001). 0 skips the reference model."""
+    entropy_coef: float | None = None
+    """Weight of the entropy bonus (0.001, on in every released run)."""
+    sdar_coef: float | None = None
+    """Weight of the gated self-distillation loss (0.01)."""
+    beta: float | None = None
+    """Gate sharpness: g = sigmoid(beta * gap) (5; 0 = naive GRPO+OPSD)."""
+    skill_sd_coef: float | None = None
+    """Weight of the Skill-SD term (0.001 for method skill_sd)."""
+    rlsd_lam: float | None = None
+    """RLSD advantage reweighting strength (0.5 for method rlsd; 0 = off)."""
+    gate: str = "gap"
+    """gap | entropy | soft_or."""
+    divergence: str = "sampled"
+    """sampled (the released code) | reverse_kl | forward_kl | jsd (full-vocabulary, teacher recomputed live)."""
+    teacher_context: str = "prefix"
+    """prefix (released code: skills before the templated prompt) | in_prompt (paper: inside the user message)."""
+    skill_retrieval: str = "keyword"
+    """keyword | full | random | ucb."""
+    show_skills_to_student: bool | None = None
+    """Put the skills into the student's training prompt (Skill-GRPO)."""
+    eval_with_skills: bool = False
+    """Show the skills at evaluation too (the Skill-GRPO* row)."""
+
+    iterations: int = 150
+    """Training iterations (rollout + update)."""
+    lr: float = 1e-6
+    """AdamW learning rate."""
+    warmup_ratio: float = 0.0
+    """Fraction of iterations with a linear warm-up (Search-QA: 0.1)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    grad_clip: float = 1.0
+    """Gradient norm clip."""
+    ppo_epochs: int = 1
+    """Passes over the iteration's samples."""
+    mini_batch_size: int = 256
+    """Step samples per optimizer step over all processes (WebShop: 64)."""
+    micro_batch_size: int = 8
+    """Step samples per forward/backward on one process (gradient accumulation inside a mini-batch)."""
+    clip_low: float = 0.2
+    """PPO clip below 1."""
+    clip_high: float = 0.2
+    """PPO clip above 1."""
+    dual_clip: float | None = 3.0
+    """Dual-clip bound for negative advantages (None = off)."""
+    loss_agg: str = "token-mean"
+    """token-mean | seq-mean-token-mean | seq-mean-token-sum | seq-mean-token-sum-norm (normalised over the whole mini-batch)."""
+    norm_by_std: bool = True
+    """Divide advantages by the group std (False = Dr.GRPO)."""
+    cross_steps: bool = True
+    """Group statistics over every step sample (True, released code) or one value per trajectory."""
+    logprob_chunk_size: int = 128
+    """Response positions per output-head chunk (memory bound of the log-prob computation)."""
+    max_bad_steps: int = 3
+    """Consecutive non-finite losses or gradients before the run stops with an error."""
+
+    eval_every: int = 5
+    """Evaluate every N iterations (and before training and at the end); 0 = only at the end."""
+    eval_tasks: int = 128
+    """Size of the fixed evaluation panel (task indices 0..N-1 of the eval split)."""
+    eval_split: str | None = None
+    """None = valid_seen (ALFWorld) or test (WebShop, Search-QA)."""
+    eval_temperature: float | None = None
+    """None = 0.4 (ALFWorld, WebShop) or greedy 0 (Search-QA)."""
+    save_every: int = 25
+    """Checkpoint every N iterations (and at the end)."""
+    keep_checkpoints: int = 2
+    """Complete checkpoints kept on disk."""
+    report_to: str = "none"
+    """none | tensorboard | wandb (through accelerate's trackers; metrics.jsonl is always written)."""
+    plot: bool = True
+    """Write curves.png next to metrics.jsonl (needs matplotlib)."""
+
+
+def _attach_field_docs(cls):
+    """Copy each field's docstring into its argparse help, so the source and --help say the same."""
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body
+    docs = {}
+    for node, following in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
+            docs[node.target.id] = following.value.value
+    for f in dataclasses.fields(cls):
+        f.metadata = types.MappingProxyType({"help": docs.get(f.name, "")})
+    return cls
+
+
+_attach_field_docs(TrainConfig)
+
+ENV_DEFAULTS = {
+    "alfworld": dict(history_length=2, invalid_penalty=0.1, eval_split="valid_seen", eval_temperature=0.4),
+    "webshop": dict(history_length=2, invalid_penalty=0.1, eval_split="test", eval_temperature=0.4),
+    "search": dict(history_length=4, invalid_penalty=0.01, eval_split="test", eval_temperature=0.0),
+}
+KL_DEFAULT = {"alfworld": 0.01, "webshop": 0.01, "search": 0.001}
+
+# The paper's table rows (SPEC §1). Coefficients left unset are filled from the method's preset.
+BASE = dict(pg_coef=1.0, entropy_coef=0.001, sdar_coef=0.0, beta=5.0, skill_sd_coef=0.0, rlsd_lam=0.0,
+            show_skills_to_student=False)
+METHODS = {
+    "sdar": dict(sdar_coef=0.01, beta=5.0),
+    "grpo": dict(),
+    "grpo_opsd": dict(sdar_coef=0.01, beta=0.0),
+    "opsd": dict(pg_coef=0.0, sdar_coef=0.01, beta=5.0),
+    "skill_grpo": dict(show_skills_to_student=True),
+    "skill_sd": dict(skill_sd_coef=0.001),
+    "rlsd": dict(rlsd_lam=0.5),
+}
+CHOICES = {
+    "env_backend": ("builtin", "real"), "gate": ("gap", "entropy", "soft_or"),
+    "divergence": ("sampled", "reverse_kl", "forward_kl", "jsd"), "teacher_context": ("prefix", "in_prompt"),
+    "skill_retrieval": ("keyword", "full", "random", "ucb"), "loss_agg": AGG_MODES,
+    "report_to": ("none", "tensorboard", "wandb"), "method": tuple(METHODS),
+}
+REAL_ENV_PACKAGES = {"alfworld": "alfworld", "webshop": "web_agent_site"}
+
+
+def resolve(cfg: TrainConfig) -> TrainConfig:
+    """Fill every None that has an env or method default (explicit values always win)."""
+    if cfg.env_name in ENV_DEFAULTS:
+        for name, value in ENV_DEFAULTS[cfg.env_name].items():
+            if getattr(cfg, name) is None:
+                setattr(cfg, name, value)
+        if cfg.kl_coef is None:
+            cfg.kl_coef = KL_DEFAULT[cfg.env_name]
+    preset = {**BASE, **METHODS.get(cfg.method, {})}
+    for name, value in preset.items():
+        if getattr(cfg, name) is None:
+            setattr(cfg, name, value)
+    return cfg
+
+
+def validate(cfg: TrainConfig, world_size: int = 1) -> None:
+    """Raise ConfigError on the first problem; cheap (nothing heavy is imported or loaded)."""
+    from envs import ENV_NAMES
+
+    def fail(field_name, problem, fix):
+        raise ConfigError(f"{field_name}: {problem}; {fix}")
+
+    if cfg.env_name not in ENV_NAMES:
+        fail("env_name", f"{cfg.env_name!r} is unknown", f"choose one of {', '.join(ENV_NAMES)}")
+    for name, choices in CHOICES.items():
+        if getattr(cfg, name) not in choices:
+            fail(name, f"{getattr(cfg, name)!r} is unknown", f"choose one of {', '.join(choices)}")
+    for name, hint in typing.get_type_hints(TrainConfig).items():
+        value = getattr(cfg, name)
+        expected = [t for t in typing.get_args(hint) or (hint,) if t is not type(None)][0]
+        if value is None or (expected is float and isinstance(value, int)):
+            continue
+        if type(value) is not expected:
+            fail(name, f"expected {expected.__name__}, got {value!r}", "fix its type in the YAML file or flag")
+    try:
+        env_kwargs = json.loads(cfg.env_kwargs)
+        assert isinstance(env_kwargs, dict)
+    except (ValueError, AssertionError):
+        fail("env_kwargs", f"{cfg.env_kwargs!r} is not a JSON object", 'write it like \'{"key": 1}\'')
+    if cfg.group_size < 2:
+        fail("group_size", f"{cfg.group_size} < 2", "GRPO needs at least 2 rollouts per task")
+    for name in ("tasks_per_iter", "iterations", "mini_batch_size", "micro_batch_size", "max_new_tokens",
+                 "max_prompt_length", "ppo_epochs", "eval_tasks", "save_every", "logprob_chunk_size",
+                 "keep_checkpoints", "max_bad_steps"):
+        if getattr(cfg, name) < 1:
+            fail(name, f"{getattr(cfg, name)} < 1", "use a positive number")
+    if cfg.tasks_per_iter % world_size:
+        fail("tasks_per_iter", f"{cfg.tasks_per_iter} is not divisible by {world_size} processes",
+             "each process rolls out whole groups: use a multiple of the process count")
+    if cfg.mini_batch_size % world_size:
+        fail("mini_batch_size", f"{cfg.mini_batch_size} is not divisible by {world_size} processes",
+             "use a multiple of the process count")
+    if cfg.mini_batch_size // world_size < cfg.micro_batch_size:
+        fail("micro_batch_size", f"{cfg.micro_batch_size} exceeds the per-process mini-batch "
+             f"{cfg.mini_batch_size // world_size}", "lower micro_batch_size or raise mini_batch_size")
+    if (cfg.mini_batch_size // world_size) % cfg.micro_batch_size:
+        fail("micro_batch_size", f"{cfg.micro_batch_size} does not divide the per-process mini-batch "
+             f"{cfg.mini_batch_size // world_size}", "choose a divisor")
+    if not 0 <= cfg.clip_low < 1 or cfg.clip_high < 0:
+        fail("clip_low", f"clip range ({cfg.clip_low}, {cfg.clip_high}) is invalid", "use 0 <= clip < 1")
+    if cfg.lr <= 0:
+        fail("lr", f"{cfg.lr} <= 0", "use a positive learning rate")
+    if cfg.env_backend == "real" and cfg.env_name in REAL_ENV_PACKAGES:
+        package = REAL_ENV_PACKAGES[cfg.env_name]
+        if importlib.util.find_spec(package) is None:
+            fail("env_backend", f"the real {cfg.env_name} needs the '{package}' package, which is not installed",
+                 "see README 'Real benchmarks', or use env_backend=builtin")
+    if cfg.model != "embedded":
+        path = os.path.expanduser(cfg.model)
+        looks_like_path = os.path.exists(path) or cfg.model.startswith((".", "/", "~")) or cfg.model.count("/") != 1
+        if looks_like_path and not os.path.isfile(os.path.join(path, "config.json")):
+            fail("model", f"{cfg.model!r} is not a model folder (no config.json)",
+                 "give a folder written by save_pretrained, a hub id like Qwen/Qwen2.5-0.5B-Instruct, or 'embedded'")
+
+
+def parse_config(argv: list[str] | None = None) -> TrainConfig:
+    """CLI flags over an optional YAML file over the defaults; then resolve presets."""
+    import yaml
+    from transformers import HfArgumentParser
+
+    argv = sys.argv[1:] if argv is None else argv
+    parser = HfArgumentParser(TrainConfig)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    pre, _ = parser.parse_known_args(argv)
+    if pre.config:
+        if not os.path.isfile(pre.config):
+            raise ConfigError(f"config: file {pre.config!r} not found; give the path of a YAML file")
+        with open(pre.config) as handle:
+            values = yaml.safe_load(handle) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"config: {pre.config} must hold a mapping of field: value")
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"config: unknown field(s) {', '.join(unknown)} in {pre.config}; see train.py --help")
+        parser.set_defaults(**values)
+    (cfg,) = parser.parse_args_into_dataclasses(args=argv)
+    return resolve(cfg)

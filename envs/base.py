@@ -1,0 +1,90 @@
+"""The environment contract shared by every benchmark, built-in or real.
+
+The trainer and `rollout.py` only ever talk to this interface, so a built-in engine and the real
+benchmark adapter are interchangeable. It is a plain-Python protocol (no gym dependency).
+
+An environment plays one episode at a time:
+
+    obs, info = env.reset(seed, split="train")         # same seed -> same task, same initial state
+    while True:
+        prompt = env.render_prompt(obs, history, info, history_length)   # one user message
+        action, valid = env.parse_action(model_response_text)           # never raises
+        obs, reward, done, info = env.step(action)                      # invalid actions too
+        if done: break
+
+`info` always carries the keys in `INFO_KEYS`. Rewards follow the released SDAR code: ALFWorld gives
+10 when won, WebShop 10 when the purchase scores 1.0 (raw score in `info["score"]`), Search-QA the
+exact match in {0, 1}. The invalid-action penalty belongs to the trainer, not to the environment.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Protocol
+
+INFO_KEYS = (
+    "won",                 # bool: the task is solved
+    "score",               # float: the benchmark's raw score (ALFWorld won, WebShop purchase score, EM)
+    "admissible_actions",  # list[str]: actions the env accepts now ([] where the space is open, Search-QA)
+    "task_description",    # str: the task as the student sees it
+    "task_type",           # str: the benchmark's task family (ALFWorld's six types, question family, ...)
+    "task_id",             # str: a stable id of the task (same seed -> same id)
+    "step",                # int: number of steps taken so far in this episode
+)
+
+
+class Env(Protocol):
+    """What every environment provides. See the module docstring for the episode loop."""
+
+    name: str        # "alfworld" | "webshop" | "search"
+    max_steps: int   # episode limit enforced by the env (50 / 15 / 4)
+
+    def reset(self, seed: int, split: str = "train", task_index: int | None = None) -> tuple[str, dict]:
+        """Start an episode. `task_index` picks a task of the split directly; else `seed` draws one."""
+
+    def step(self, action: str) -> tuple[str, float, bool, dict]:
+        """Apply an already-extracted action; an unknown action changes nothing ("Nothing happens.")."""
+
+    def privileged(self) -> dict:
+        """Teacher-only view of the task: at least `task_type` and `skill_category`, plus an expert plan,
+        gold answers or target product. Never shown to the student."""
+
+    def render_prompt(self, observation: str, history: list[tuple[str, str]], info: dict,
+                      history_length: int) -> str:
+        """The user message for this turn. `history` holds (observation, action) pairs of past turns."""
+
+    def parse_action(self, response: str) -> tuple[str, bool]:
+        """Extract the action from the model's text: (action, valid). Never raises."""
+
+
+_LATIN = re.compile(r"^[\u0000-\u024F\u1E00-\u1EFF\u2000-\u206F\u20A0-\u20CF\u2100-\u214F]*$")
+
+
+def is_latin(text: str) -> bool:
+    """True if every character is Latin script, punctuation or common symbols.
+
+    The released code marks a response invalid when it drifts into another script (Qwen models
+    sometimes switch to Chinese mid-answer); we apply the same rule to every non-Latin script.
+    """
+    return bool(_LATIN.match(text))
+
+
+def tag_contents(text: str, tag: str) -> list[str]:
+    """All non-nested `<tag>...</tag>` contents in order (the text between each open and its close)."""
+    return re.findall(rf"<{tag}>(.*?)</{tag}>", text, flags=re.DOTALL)
+
+
+def parse_think_action(response: str, max_action_chars: int = 200) -> tuple[str, bool]:
+    """The ALFWorld/WebShop rule: valid iff `<think>..</think>` and exactly one `<action>..</action>`
+    are present, the action is non-empty and the whole response is Latin script.
+
+    The returned action is the stripped, lower-cased action text (both benchmarks match commands
+    case-insensitively) (or, when invalid, whatever
+    action text could be found, possibly ""), truncated to `max_action_chars`: it is still sent
+    to the environment, which answers that nothing happens.
+    """
+    actions = tag_contents(response, "action")
+    thinks = tag_contents(response, "think")
+    action = actions[-1].strip().lower()[:max_action_chars] if actions else ""
+    valid = (len(actions) == 1 and len(thinks) >= 1 and action != "" and is_latin(response))
+    return action, valid

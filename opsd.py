@@ -1,0 +1,207 @@
+"""On-policy self-distillation plumbing: memory-safe token log-probs, the teacher's inputs, and the
+full-vocabulary divergences of the paper's ablation.
+
+Imports torch only (a tokenizer is passed in). Batches are laid out as
+    [ left-padded prompt | right-padded response ]   # (B, P + T)
+so the response is always the last T columns and one slice serves every row.
+The `(B, T, V)` float32 logits are never materialised: the output head is applied to the final hidden
+states in sequence chunks, and with gradients on each chunk is recomputed in backward (checkpoint).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+PRIVILEGED_HEADER = "[Privileged Skill Information]\n"
+
+
+def pack_batch(prompt_ids: list[list[int]], response_ids: list[list[int]], pad_id: int):
+    """Left-pad prompts and right-pad responses into one batch.
+
+    Returns input_ids `(B, P+T)`, attention_mask `(B, P+T)`, response_mask `(B, T)` (long tensors),
+    with P the longest prompt and T the longest response (at least 1, so empty responses still fit).
+    """
+    P = max(len(p) for p in prompt_ids)
+    T = max(1, max(len(r) for r in response_ids))
+    B = len(prompt_ids)
+    input_ids = torch.full((B, P + T), pad_id, dtype=torch.long)     # (B, P+T)
+    attention_mask = torch.zeros((B, P + T), dtype=torch.long)       # (B, P+T)
+    for row, (prompt, response) in enumerate(zip(prompt_ids, response_ids)):
+        input_ids[row, P - len(prompt):P] = torch.tensor(prompt, dtype=torch.long)
+        input_ids[row, P:P + len(response)] = torch.tensor(response, dtype=torch.long)
+        attention_mask[row, P - len(prompt):P + len(response)] = 1
+    response_mask = attention_mask[:, P:].clone()                    # (B, T)
+    return input_ids, attention_mask, response_mask
+
+
+def _unwrap(model):
+    """The bare model under a DDP/accelerate wrapper (PEFT models forward attribute access themselves)."""
+    return getattr(model, "module", model)
+
+
+def final_hidden_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Last-layer (normed) hidden states `(B, L, H)` of a causal LM, through the model's own forward.
+
+    We call the (possibly DDP-wrapped) model itself, so distributed gradient hooks behave, with
+    `logits_to_keep=1` so its own head costs one position, and read the decoder's output with a hook.
+    Position ids follow the attention mask, as `generate` does for left-padded prompts.
+    """
+    captured = {}
+
+    def grab(module, args, output):
+        captured["hidden"] = output[0] if isinstance(output, tuple) else output.last_hidden_state
+
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)      # (B, L)
+    handle = _unwrap(model).get_decoder().register_forward_hook(grab)
+    try:
+        model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+              use_cache=False, logits_to_keep=1)
+    finally:
+        handle.remove()
+    return captured["hidden"]                                        # (B, L, H)
+
+
+def response_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    response_length: int) -> torch.Tensor:
+    """Final hidden states `(B, T, H)` that predict the last `response_length` tokens of each row."""
+    hidden = final_hidden_states(model, input_ids, attention_mask)   # (B, L, H)
+    return hidden[:, -response_length - 1:-1]                        # (B, T, H)
+
+
+def _chunk_logprobs(head, hidden: torch.Tensor, targets: torch.Tensor, temperature: float, with_entropy: bool):
+    """log p(target) `(B, c)` and entropy `(B, c)` from hidden `(B, c, H)`; float32 only inside the chunk."""
+    logits = head(hidden).float() / temperature                      # (B, c, V)
+    logp_all = torch.log_softmax(logits, dim=-1)                     # (B, c, V)
+    logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)   # (B, c)
+    if not with_entropy:
+        return logp, torch.zeros_like(logp)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)                   # (B, c)
+    return logp, entropy
+
+
+def _chunks(length: int, chunk_size: int | None):
+    size = length if not chunk_size else chunk_size
+    return [(start, min(start + size, length)) for start in range(0, length, size)]
+
+
+def logprobs_from_hidden(head, hidden: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
+                         chunk_size: int | None = 128, with_entropy: bool = False):
+    """log-probs `(B, T)` of `targets` `(B, T)` and entropy `(B, T)` from hidden states `(B, T, H)`.
+
+    The head runs on `chunk_size` positions at a time (None: all at once, the plain dense
+    computation); under autograd each chunk is checkpointed, so backward keeps `(B, T, H)` hidden
+    states instead of `(B, T, V)` float32 log-probs.
+    """
+    use_checkpoint = torch.is_grad_enabled() and chunk_size is not None
+    logps, entropies = [], []
+    for start, end in _chunks(targets.shape[1], chunk_size):
+        args = (head, hidden[:, start:end], targets[:, start:end], temperature, with_entropy)
+        if use_checkpoint:
+            logp, entropy = checkpoint(_chunk_logprobs, *args, use_reentrant=False)
+        else:
+            logp, entropy = _chunk_logprobs(*args)
+        logps.append(logp)                                           # (B, c)
+        entropies.append(entropy)                                    # (B, c)
+    return torch.cat(logps, dim=1), torch.cat(entropies, dim=1)      # (B, T), (B, T)
+
+
+def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_length: int,
+                   temperature: float = 1.0, chunk_size: int | None = 128, with_entropy: bool = False):
+    """log pi(y_t | x, y_<t) of the last `response_length` tokens of each row: returns (logp, entropy).
+
+    input_ids, attention_mask `(B, L)` in the `pack_batch` layout; logp and entropy `(B, T)` float32
+    (entropy is zeros unless `with_entropy`). Memory-safe: see `logprobs_from_hidden`.
+    """
+    hidden = response_hidden(model, input_ids, attention_mask, response_length)  # (B, T, H)
+    targets = input_ids[:, -response_length:]                                    # (B, T)
+    head = _unwrap(model).get_output_embeddings()
+    return logprobs_from_hidden(head, hidden, targets, temperature, chunk_size, with_entropy)
+
+
+def render_chat(tokenizer, user_message: str) -> str:
+    """One user message through the tokenizer's chat template, ready for the assistant's reply."""
+    return tokenizer.apply_chat_template([{"role": "user", "content": user_message}], tokenize=False,
+                                         add_generation_prompt=True)
+
+
+def teacher_prompt_text(tokenizer, user_message: str, privileged_text: str, mode: str = "prefix") -> str:
+    """The teacher's prompt: the student's prompt with the privileged skill text.
+
+    prefix (released code): header + skills + blank line, in front of the chat-templated student prompt.
+    in_prompt (paper): the same text placed at the start of the user message, inside the template.
+    """
+    privileged = PRIVILEGED_HEADER + privileged_text + "\n\n"
+    if mode == "prefix":
+        return privileged + render_chat(tokenizer, user_message)
+    if mode == "in_prompt":
+        return render_chat(tokenizer, privileged + user_message)
+    raise ValueError(f"teacher_context={mode!r} is unknown; choose prefix or in_prompt")
+
+
+def teacher_inputs(tokenizer, user_messages: list[str], response_ids: list[list[int]],
+                   privileged_texts: list[str], mode: str = "prefix", max_prompt_length: int = 2048):
+    """The teacher's batch: privileged prompt (re-tokenised, left-truncated to `max_prompt_length`) followed
+    by the student's exact response tokens.
+
+    Returns input_ids `(B, P+T)`, attention_mask `(B, P+T)`, response_mask `(B, T)` in the `pack_batch`
+    layout, so `token_logprobs(..., response_length=T)` scores the same tokens as the student batch.
+    """
+    prompts = []
+    for message, privileged in zip(user_messages, privileged_texts):
+        text = teacher_prompt_text(tokenizer, message, privileged, mode)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        prompts.append(ids[-max_prompt_length:])                     # left truncation keeps the end
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return pack_batch(prompts, response_ids, pad_id)
+
+
+def _divergence_chunk(head, student_hidden, teacher_hidden, kind: str, temperature: float):
+    """Per-token divergence `(B, c)` between student and teacher next-token distributions."""
+    student = torch.log_softmax(head(student_hidden).float() / temperature, dim=-1)   # (B, c, V)
+    with torch.no_grad():
+        teacher = torch.log_softmax(head(teacher_hidden).float() / temperature, dim=-1)  # (B, c, V)
+    if kind == "reverse_kl":                                         # KL(student || teacher)
+        return (student.exp() * (student - teacher)).sum(-1)
+    if kind == "forward_kl":                                         # KL(teacher || student)
+        return (teacher.exp() * (teacher - student)).sum(-1)
+    if kind == "jsd":                                                # (KL(s||m) + KL(t||m)) / 2
+        mixture = torch.logsumexp(torch.stack([student, teacher]), dim=0) - torch.log(torch.tensor(2.0))
+        return 0.5 * ((student.exp() * (student - mixture)).sum(-1)
+                      + (teacher.exp() * (teacher - mixture)).sum(-1))
+    raise ValueError(f"divergence={kind!r} is unknown; choose reverse_kl, forward_kl or jsd")
+
+
+def vocab_divergence(head, student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, kind: str,
+                     temperature: float = 1.0, chunk_size: int | None = 128) -> torch.Tensor:
+    """Full-vocabulary divergence per response position, chunked along the sequence; returns `(B, T)`.
+
+    student_hidden `(B, T, H)` (with grad) and teacher_hidden `(B, T, H)` are the final hidden states
+    that predict the response tokens (see `response_hidden`); `head` is the output embedding. Gradient
+    flows through the student only. Kinds: reverse_kl = sum_v p_s (log p_s - log p_t), forward_kl =
+    sum_v p_t (log p_t - log p_s), jsd = (KL(p_s||m) + KL(p_t||m)) / 2 with m = (p_s + p_t) / 2.
+    """
+    teacher_hidden = teacher_hidden.detach()
+    use_checkpoint = torch.is_grad_enabled() and chunk_size is not None
+    parts = []
+    for start, end in _chunks(student_hidden.shape[1], chunk_size):
+        args = (head, student_hidden[:, start:end], teacher_hidden[:, start:end], kind, temperature)
+        parts.append(checkpoint(_divergence_chunk, *args, use_reentrant=False) if use_checkpoint
+                     else _divergence_chunk(*args))                  # (B, c)
+    return torch.cat(parts, dim=1)                                   # (B, T)
+
+
+def reverse_kl(head, student_hidden, teacher_hidden, **kwargs) -> torch.Tensor:
+    """KL(student || teacher) per response token `(B, T)`; see `vocab_divergence`."""
+    return vocab_divergence(head, student_hidden, teacher_hidden, "reverse_kl", **kwargs)
+
+
+def forward_kl(head, student_hidden, teacher_hidden, **kwargs) -> torch.Tensor:
+    """KL(teacher || student) per response token `(B, T)`; see `vocab_divergence`."""
+    return vocab_divergence(head, student_hidden, teacher_hidden, "forward_kl", **kwargs)
+
+
+def jsd(head, student_hidden, teacher_hidden, **kwargs) -> torch.Tensor:
+    """Jensen-Shannon divergence per response token `(B, T)`; see `vocab_divergence`."""
+    return vocab_divergence(head, student_hidden, teacher_hidden, "jsd", **kwargs)

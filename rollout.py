@@ -1,0 +1,242 @@
+"""Step-wise multi-turn rollout on plain Hugging Face `generate` (SPEC §3, verl-agent's design).
+
+Every turn of every episode becomes its own training sample: the prompt is rebuilt each turn from the
+task, the step count, the last few (observation, action) pairs and the current observation, so prompts
+stay short however long the episode runs. Only actions, never the model's reasoning, go into the
+history. After an episode ends, each of its step samples is scored with the episode's return minus its
+own invalid-action penalty, and GRPO compares step samples of the G rollouts of the same task.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+
+from envs.base import Env
+from opsd import PRIVILEGED_HEADER, render_chat
+
+STOP_TAGS = {"alfworld": ("</action>",), "webshop": ("</action>",), "search": ("</search>", "</answer>")}
+
+
+@dataclass
+class RolloutConfig:
+    history_length: int = 2          # (observation, action) pairs shown in the prompt
+    max_turns: int | None = None     # None: the env's own limit
+    max_new_tokens: int = 512        # per turn
+    max_prompt_length: int = 2048    # prompts are left-truncated to this many tokens
+    temperature: float = 1.0         # 0 = greedy
+    top_p: float = 1.0
+    invalid_penalty: float = 0.1     # subtracted from the score of a step with an invalid action
+    split: str = "train"
+    show_skills_to_student: bool = False   # Skill-GRPO: the skills go into the student's prompt too
+    generation_batch_size: int | None = None  # rows per generate call (None: the whole active batch)
+    sort_by_length: bool = False     # group prompts of similar length into the same generate call
+    cache_implementation: str | None = None  # "static" with a compiled forward for fast decoding
+    pad_to_multiple_of: int | None = None    # bucket prompt lengths (fewer recompiles with a static cache)
+
+
+@dataclass
+class StepSample:
+    """One agent turn: what the student saw, exactly what it sampled, and how the episode went."""
+    prompt_ids: list[int]
+    response_ids: list[int]
+    user_message: str                # the rendered user message (the teacher re-renders it with skills)
+    group_id: int
+    traj_id: int
+    turn: int
+    valid: bool
+    task_type: str
+    skill_text: str                  # privileged context for the teacher
+    skill_category: str
+    score: float = 0.0               # episode return minus this step's penalty (set at episode end)
+    response_text: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+class StopOnTags(StoppingCriteria):
+    """Per-row stop once the row's recent text closes an action tag, or ends with an EOS token.
+
+    Decoding only the last few tokens keeps the check cheap, unlike `stop_strings`, which builds
+    token tables on every generate call.
+    """
+
+    def __init__(self, tokenizer, tags: tuple[str, ...], eos_ids: set[int], prompt_length: int, window: int = 8):
+        self.tokenizer, self.tags, self.window, self.prompt_length = tokenizer, tags, window, prompt_length
+        self.eos_ids = torch.tensor(sorted(eos_ids))
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        done = torch.isin(input_ids[:, -1], self.eos_ids.to(input_ids.device))  # (B,)
+        start = max(self.prompt_length, input_ids.shape[1] - self.window)
+        tails = self.tokenizer.batch_decode(input_ids[:, start:].tolist(), skip_special_tokens=True)
+        closed = torch.tensor([any(tag in tail for tag in self.tags) for tail in tails], device=input_ids.device)
+        return done | closed
+
+
+def cut_response(ids: list[int], tokenizer, eos_ids: set[int], tags: tuple[str, ...]) -> list[int]:
+    """The sampled tokens up to and including the first EOS or the token that closes an action tag."""
+    for position, token in enumerate(ids):
+        if token in eos_ids:
+            ids = ids[:position + 1]
+            break
+    if not any(tag in tokenizer.decode(ids, skip_special_tokens=True) for tag in tags):
+        return ids
+    low, high = 1, len(ids)                                   # smallest prefix whose text holds a tag
+    while low < high:
+        mid = (low + high) // 2
+        if any(tag in tokenizer.decode(ids[:mid], skip_special_tokens=True) for tag in tags):
+            high = mid
+        else:
+            low = mid + 1
+    return ids[:low]
+
+
+def eos_token_ids(model, tokenizer) -> set[int]:
+    """Every token id that ends a turn: the tokenizer's EOS and the model's generation EOS ids."""
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    ids = set(configured if isinstance(configured, (list, tuple)) else [configured] if configured is not None else [])
+    return ids | {tokenizer.eos_token_id}
+
+
+def generate_responses(model, tokenizer, prompts: list[list[int]], config: RolloutConfig,
+                       tags: tuple[str, ...]) -> list[list[int]]:
+    """Sample one response per prompt (token ids exactly as sampled, cut at the action's end)."""
+    eos_ids = eos_token_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    greedy = config.temperature <= 0
+    # Every sampling field is set explicitly: a field left unset is filled from the checkpoint's own
+    # generation_config (Qwen ships top_k=20, top_p=0.8, repetition_penalty=1.05), which would change
+    # the policy being trained. top_k=0 turns top-k off.
+    generation_config = GenerationConfig(
+        max_new_tokens=config.max_new_tokens, do_sample=not greedy, temperature=1.0 if greedy else config.temperature,
+        top_p=1.0 if greedy else config.top_p, top_k=0, repetition_penalty=1.0,
+        pad_token_id=pad_id, eos_token_id=sorted(eos_ids), cache_implementation=config.cache_implementation,
+    )
+    order = list(range(len(prompts)))
+    if config.sort_by_length:
+        order.sort(key=lambda index: len(prompts[index]))
+    size = config.generation_batch_size or max(1, len(prompts))
+    device = next(model.parameters()).device
+    responses: list[list[int]] = [[] for _ in prompts]
+    for begin in range(0, len(order), size):
+        rows = order[begin:begin + size]
+        width = max(len(prompts[row]) for row in rows)
+        if config.pad_to_multiple_of:
+            width = -(-width // config.pad_to_multiple_of) * config.pad_to_multiple_of
+        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)      # (b, P) left-padded
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)        # (b, P)
+        for slot, row in enumerate(rows):
+            input_ids[slot, width - len(prompts[row]):] = torch.tensor(prompts[row])
+            attention_mask[slot, width - len(prompts[row]):] = 1
+        stop = StoppingCriteriaList([StopOnTags(tokenizer, tags, eos_ids, width)])
+        sequences = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                                   generation_config=generation_config, stopping_criteria=stop)  # (b, P+n)
+        generated = sequences[:, width:].tolist()
+        for slot, row in enumerate(rows):
+            responses[row] = cut_response(generated[slot], tokenizer, eos_ids, tags)
+    return responses
+
+
+def _score_trajectory(samples: list[StepSample], rewards: list[float], penalty: float) -> float:
+    episode_return = float(sum(rewards))
+    for sample in samples:
+        sample.score = episode_return - (0.0 if sample.valid else penalty)
+    return episode_return
+
+
+@torch.no_grad()
+def rollout(model, tokenizer, envs: list[Env], seeds: list[int], group_ids: list[int], config: RolloutConfig,
+            skill_fn=None, task_indices: list[int | None] | None = None):
+    """Play one episode in each env and return (step samples, metrics).
+
+    envs: one env per trajectory; rollouts of the same task share a seed and a group id.
+    skill_fn(env, info) -> (skill_text, skill_category): the teacher's privileged text for a task.
+    task_indices: a fixed task per env (evaluation panels) instead of drawing one from the seed.
+    Rows of every generate call are the active envs in index order (unless `sort_by_length`).
+    """
+    was_training = model.training
+    model.eval()
+    n = len(envs)
+    task_indices = task_indices or [None] * n
+    observations, infos, skills = [], [], []
+    for env, seed, task_index in zip(envs, seeds, task_indices):
+        observation, info = env.reset(seed, split=config.split, task_index=task_index)
+        observations.append(observation)
+        infos.append(info)
+        skills.append(skill_fn(env, info) if skill_fn else ("", env.privileged().get("skill_category", "")))
+    histories = [[] for _ in range(n)]
+    trajectories = [[] for _ in range(n)]
+    rewards = [[] for _ in range(n)]
+    active = list(range(n))
+    max_turns = config.max_turns or max(env.max_steps for env in envs)
+    tokens, generate_seconds = 0, 0.0
+    for turn in range(max_turns):
+        if not active:
+            break
+        messages, prompts = {}, []
+        for i in active:
+            message = envs[i].render_prompt(observations[i], histories[i], infos[i], config.history_length)
+            if config.show_skills_to_student:
+                message = PRIVILEGED_HEADER + skills[i][0] + "\n\n" + message
+            messages[i] = message
+            ids = tokenizer(render_chat(tokenizer, message), add_special_tokens=False)["input_ids"]
+            prompts.append(ids[-config.max_prompt_length:])
+        tags = STOP_TAGS.get(envs[active[0]].name, ("</action>",))
+        start = time.perf_counter()
+        responses = generate_responses(model, tokenizer, prompts, config, tags)
+        generate_seconds += time.perf_counter() - start
+        still_active = []
+        for i, prompt_ids, response_ids in zip(active, prompts, responses):
+            text = tokenizer.decode(response_ids, skip_special_tokens=True)
+            action, valid = envs[i].parse_action(text)
+            observation, reward, done, info = envs[i].step(action)
+            tokens += len(response_ids)
+            trajectories[i].append(StepSample(
+                prompt_ids=prompt_ids, response_ids=response_ids, user_message=messages[i], group_id=group_ids[i],
+                traj_id=i, turn=turn, valid=valid, task_type=infos[i]["task_type"], skill_text=skills[i][0],
+                skill_category=skills[i][1], response_text=text))
+            rewards[i].append(float(reward))
+            histories[i].append((observations[i], action))
+            observations[i], infos[i] = observation, info
+            if not done:
+                still_active.append(i)
+        active = still_active
+    samples, returns = [], []
+    for i in range(n):
+        returns.append(_score_trajectory(trajectories[i], rewards[i], config.invalid_penalty))
+        samples.extend(trajectories[i])
+    model.train(was_training)
+    return samples, episode_metrics(infos, trajectories, returns, tokens, generate_seconds)
+
+
+def episode_metrics(infos: list[dict], trajectories: list[list[StepSample]], returns: list[float],
+                    tokens: int, generate_seconds: float) -> dict:
+    """Success overall and per task type, return, length, invalid rate and generation speed."""
+    n = max(1, len(infos))
+    by_type = defaultdict(list)
+    for info in infos:
+        by_type[info["task_type"]].append(float(info["won"]))
+    steps = [sample for trajectory in trajectories for sample in trajectory]
+    metrics = {
+        "success": sum(float(info["won"]) for info in infos) / n,
+        "score": sum(float(info["score"]) for info in infos) / n,
+        "return": sum(returns) / n,
+        "episode_length": len(steps) / n,
+        "invalid_rate": sum(not s.valid for s in steps) / max(1, len(steps)),
+        "tokens": tokens,
+        "generate_s": generate_seconds,
+        "tokens_per_s": tokens / generate_seconds if generate_seconds > 0 else 0.0,
+    }
+    for task_type, wins in sorted(by_type.items()):
+        metrics[f"success/{task_type}"] = sum(wins) / len(wins)
+    return metrics
+
+
+def evaluate(model, tokenizer, envs: list[Env], task_indices: list[int], config: RolloutConfig, skill_fn=None):
+    """One rollout per task of a fixed panel (same tasks every evaluation); returns the episode metrics."""
+    seeds = list(range(len(task_indices)))
+    _, metrics = rollout(model, tokenizer, envs, seeds, seeds, config, skill_fn, task_indices)
+    return metrics

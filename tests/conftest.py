@@ -1,0 +1,33 @@
+"""Shared fixtures: a locally trained tokenizer and a tiny random Qwen2 model (no download)."""
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+CORPUS = [
+    "<think>The apple should be in the fridge, so I go there first.</think><action>go to fridge 1</action>",
+    "You arrive at countertop 1. On the countertop 1, you see a apple 1, a knife 2, and a mug 3.",
+    "Your task is to: put a hot apple in diningtable. Admissible actions: go to cabinet 1, open fridge 1",
+    "<think>Search for the founder first.</think><search>founder of Veltrano Works</search>",
+    "<information>Doc 1 (Title: \"Veltrano Works\") a company founded in 1871.</information><answer>1871</answer>",
+    "search[red cotton t-shirt] click[Buy Now] [SEP] Back to Search [SEP] Page 1 (Total results: 50)",
+]
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from tinymodel import build_tokenizer
+    return build_tokenizer(CORPUS * 20, vocab_size=512)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_factory(tokenizer):
+    from tinymodel import tiny_model
+
+    def make(seed=0, **kwargs):
+        return tiny_model(tokenizer, seed=seed, **kwargs)
+    return make
