@@ -85,7 +85,7 @@ class Logger:
         if accelerator.is_main_process and os.path.exists(self.path):
             rows = [json.loads(line) for line in open(self.path) if line.strip()]
             with open(self.path, "w") as handle:          # drop rows past the checkpoint we resume from
-                handle.writelines(json.dumps(r) + "\n" for r in rows if r["iteration"] < start_iteration)
+                handle.writelines(json.dumps(r) + "\n" for r in rows if r["iteration"] <= start_iteration)
 
     def log(self, iteration: int, metrics: dict) -> None:
         if self.accelerator.is_main_process:
