@@ -5,19 +5,28 @@ A checkpoint is a folder `checkpoints/iter_000010/` with
     optimizer.pt         optimizer and scheduler state (tensors and numbers only: loaded with weights_only)
     trainer_state.json   iteration, best evaluation, skill bandit, metric history length
 It is written under a temporary name and renamed when complete, so a crash (even SIGKILL) mid-write
-leaves either the previous checkpoints or a stray `.tmp-*` folder that resume ignores and removes.
+leaves either the previous checkpoints or a stray `.tmp-*` folder that resume ignores and removes;
+old checkpoints are renamed to a `.tmp-*` name before they are deleted, for the same reason.
+Resuming checks every file of the checkpoint before the model is built and raises CheckpointError,
+naming the file, when one is damaged.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
 import tempfile
+import zipfile
 
 import torch
 
 PREFIX = "iter_"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be resumed from (damaged or foreign files): bad input, exit code 2."""
 
 
 def checkpoint_dir(output_dir: str) -> str:
@@ -43,7 +52,9 @@ def save_checkpoint(output_dir: str, iteration: int, model, tokenizer, optimizer
         shutil.rmtree(final)
     os.replace(tmp, final)                      # the checkpoint appears complete or not at all
     for old in list_checkpoints(output_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        doomed = tempfile.mkdtemp(prefix=".tmp-", dir=root)
+        os.replace(old, os.path.join(doomed, "old"))  # a half-deleted folder is never listed as complete
+        shutil.rmtree(doomed, ignore_errors=True)
     return final
 
 
@@ -70,14 +81,43 @@ def latest_checkpoint(output_dir: str) -> str | None:
     return found[-1] if found else None
 
 
+def _damaged(path: str, what: str, error: Exception | str) -> CheckpointError:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return CheckpointError(f"checkpoint {path}: {what} is damaged ({reason}); delete this folder to resume from "
+                           f"the previous checkpoint, or start without --resume")
+
+
 def load_trainer_state(path: str) -> dict:
-    """The JSON state of a checkpoint; a clear error if it is unreadable."""
+    """The JSON state of a checkpoint, after checking that every file of it can be read back.
+
+    Cheap next to loading: the optimizer archive's CRCs are checked and the safetensors headers read,
+    so a truncated or garbled file is reported before any model is built.
+    """
     try:
         with open(os.path.join(path, "trainer_state.json")) as handle:
-            return json.load(handle)
+            state = json.load(handle)
     except (OSError, ValueError) as error:
-        raise RuntimeError(f"checkpoint {path} is corrupt or incomplete ({error}); delete it to resume "
-                           f"from the previous one") from error
+        raise _damaged(path, "trainer_state.json", error) from error
+    if not isinstance(state, dict) or type(state.get("iteration")) is not int or state["iteration"] < 0:
+        raise _damaged(path, "trainer_state.json", "no iteration number in it")
+    try:
+        with zipfile.ZipFile(os.path.join(path, "optimizer.pt")) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile) as error:
+        raise _damaged(path, "optimizer.pt", error) from error
+    if bad is not None:
+        raise _damaged(path, "optimizer.pt", f"checksum mismatch in {bad}")
+    from safetensors import SafetensorError, safe_open
+    weights = sorted(glob.glob(os.path.join(path, "model", "*.safetensors")))
+    if not weights:
+        raise _damaged(path, "model/", "no .safetensors weights in it")
+    for file in weights:
+        try:
+            with safe_open(file, framework="pt"):
+                pass                                # the header must parse and cover the whole file
+        except (OSError, SafetensorError) as error:
+            raise _damaged(path, os.path.relpath(file, path), error) from error
+    return state
 
 
 def load_optimizer_state(path: str, optimizer, scheduler) -> None:
@@ -85,7 +125,16 @@ def load_optimizer_state(path: str, optimizer, scheduler) -> None:
     try:
         state = torch.load(os.path.join(path, "optimizer.pt"), map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
-        raise RuntimeError(f"checkpoint {path}: optimizer.pt is corrupt ({error}); delete the checkpoint "
-                           f"to resume from the previous one") from error
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+        raise _damaged(path, "optimizer.pt", error) from error
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        for group in optimizer.param_groups:         # same count but other shapes loads, then fails at step
+            for param in group["params"]:
+                for value in optimizer.state.get(param, {}).values():
+                    if torch.is_tensor(value) and value.dim() and value.shape != param.shape:
+                        raise ValueError(f"a state of shape {tuple(value.shape)} for a parameter of shape "
+                                         f"{tuple(param.shape)}")
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {path}: optimizer.pt does not fit this model ({error}); resume with "
+                              f"the model and lora settings of that run, or start without --resume") from error

@@ -13,7 +13,7 @@ GATES = ("gap", "entropy", "soft_or")
 
 
 def _aggregate(values: torch.Tensor, mask: torch.Tensor, agg: str,
-               denominator: float | torch.Tensor | None) -> torch.Tensor:
+               denominator: float | torch.Tensor | None, norm_length: int | None = None) -> torch.Tensor:
     """Same reductions as `grpo.aggregate` (kept here so this file stands alone)."""
     mask = mask.to(values.dtype)                                     # (B, T)
     if agg == "token-mean":
@@ -24,7 +24,7 @@ def _aggregate(values: torch.Tensor, mask: torch.Tensor, agg: str,
         if agg == "seq-mean-token-mean":
             seq_value = seq_value / seq_tokens.clamp(min=1)          # (B,)
         elif agg == "seq-mean-token-sum-norm":
-            seq_value = seq_value / values.shape[-1]                 # (B,)
+            seq_value = seq_value / (norm_length or values.shape[-1])  # (B,)
         total, count = seq_value.sum(), (seq_tokens > 0).to(values.dtype).sum()  # (), ()
     else:
         raise ValueError(f"agg={agg!r} is unknown")
@@ -54,7 +54,8 @@ def soft_or_gate(entropy: torch.Tensor, gap: torch.Tensor, beta: float = 5.0) ->
 
 def sdar_loss(student_logp: torch.Tensor, teacher_logp: torch.Tensor, mask: torch.Tensor, beta: float = 5.0,
               gate: str = "gap", entropy: torch.Tensor | None = None, agg: str = "token-mean",
-              divergence: torch.Tensor | None = None, denominator: float | torch.Tensor | None = None):
+              divergence: torch.Tensor | None = None, denominator: float | torch.Tensor | None = None,
+              norm_length: int | None = None):
     """L = agg_t( g_t (sg(teacher_logp_t) - student_logp_t) ), g_t a detached gate; returns (loss, metrics).
 
     student_logp `(B, T)` live log-probs of the sampled tokens (with grad); teacher_logp `(B, T)` the
@@ -81,7 +82,7 @@ def sdar_loss(student_logp: torch.Tensor, teacher_logp: torch.Tensor, mask: torc
         token_loss = teacher_logp.detach() - student_logp            # (B, T)
     else:
         token_loss = divergence                                      # (B, T)
-    loss = _aggregate(g * token_loss, mask, agg, denominator)        # ()
+    loss = _aggregate(g * token_loss, mask, agg, denominator, norm_length)  # ()
     with torch.no_grad():
         metrics = {
             "gate_mean": _aggregate(g, mask, "token-mean", None).item(),
@@ -93,7 +94,7 @@ def sdar_loss(student_logp: torch.Tensor, teacher_logp: torch.Tensor, mask: torc
 
 def skill_sd_loss(student_logp: torch.Tensor, old_logp: torch.Tensor, teacher_logp: torch.Tensor,
                   mask: torch.Tensor, agg: str = "token-mean",
-                  denominator: float | torch.Tensor | None = None) -> torch.Tensor:
+                  denominator: float | torch.Tensor | None = None, norm_length: int | None = None) -> torch.Tensor:
     """Skill-SD baseline term: agg_t( rho_t k3(student, teacher)_t ), rho_t = sg(exp(min(logp - old_logp, 10))).
 
     All inputs `(B, T)`. k3 = exp(d) - d - 1 with d = teacher_logp - student_logp estimates
@@ -103,4 +104,4 @@ def skill_sd_loss(student_logp: torch.Tensor, old_logp: torch.Tensor, teacher_lo
     rho = torch.exp((student_logp - old_logp).clamp(max=10.0)).detach()  # (B, T)
     d = (teacher_logp.detach() - student_logp).clamp(-20.0, 20.0)   # (B, T)
     k3 = torch.exp(d) - d - 1.0                                      # (B, T)
-    return _aggregate(rho * k3, mask, agg, denominator)
+    return _aggregate(rho * k3, mask, agg, denominator, norm_length)

@@ -12,15 +12,17 @@ AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mea
 
 
 def aggregate(values: torch.Tensor, mask: torch.Tensor, mode: str = "token-mean",
-              denominator: float | torch.Tensor | None = None) -> torch.Tensor:
+              denominator: float | torch.Tensor | None = None, norm_length: int | None = None) -> torch.Tensor:
     """Reduce per-token values `(B, T)` to a scalar under `mask` `(B, T)`.
 
     token-mean:               sum_bt m*x / sum_bt m                  (verl default; verl-agent and the
                                                                       SDAR code; TRL's "dapo")
     seq-mean-token-mean:      mean_b [ sum_t m*x / sum_t m ]         (DeepSeekMath GRPO; TRL's "grpo")
     seq-mean-token-sum:       mean_b [ sum_t m*x ]                   (verl option)
-    seq-mean-token-sum-norm:  mean_b [ sum_t m*x / T ]               (Dr.GRPO, TRL's "dr_grpo"; verl's
-                                                                      version divides the plain sum by T)
+    seq-mean-token-sum-norm:  mean_b [ sum_t m*x / L ]               (Dr.GRPO, TRL's "dr_grpo"; verl's
+                                                                      version divides the plain sum by L)
+    L is `norm_length`, a constant such as the generation budget (max_new_tokens); it defaults to this
+    batch's width T, which makes the result depend on how samples are grouped into batches.
     Rows with no response token are left out of the sequence means.
 
     `denominator` replaces this batch's own count (tokens for token-mean, non-empty rows for the seq
@@ -41,7 +43,7 @@ def aggregate(values: torch.Tensor, mask: torch.Tensor, mode: str = "token-mean"
         elif mode == "seq-mean-token-sum":
             seq_value = seq_sum                                      # (B,)
         else:
-            seq_value = seq_sum / values.shape[-1]                   # (B,)
+            seq_value = seq_sum / (norm_length or values.shape[-1])  # (B,)
         total = seq_value.sum()                                      # () rows without tokens add 0
         count = (seq_tokens > 0).to(values.dtype).sum()              # ()
     else:
@@ -92,7 +94,8 @@ def group_advantages(scores: torch.Tensor, group_ids: torch.Tensor, traj_ids: to
 
 def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
                 clip_low: float = 0.2, clip_high: float = 0.2, dual_clip: float | None = 3.0,
-                agg: str = "token-mean", denominator: float | torch.Tensor | None = None):
+                agg: str = "token-mean", denominator: float | torch.Tensor | None = None,
+                norm_length: int | None = None):
     """PPO/GRPO clipped surrogate with dual clip: l = max(-A r, -A clip(r, 1-el, 1+eh)), and for A < 0
     l = min(l, -A c), with r = exp(logp - old_logp).
 
@@ -119,7 +122,7 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
             "approx_kl": masked_mean(-log_ratio, mask).item(),
             "ratio_mean": masked_mean(ratio, mask).item(),
         }
-    return aggregate(loss, mask, agg, denominator), metrics
+    return aggregate(loss, mask, agg, denominator, norm_length), metrics
 
 
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:

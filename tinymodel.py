@@ -24,6 +24,7 @@ CHAT_TEMPLATE = (
 SHAPES = {
     # name: (hidden, layers, heads, kv_heads, intermediate)
     "tiny": (64, 2, 4, 2, 128),
+    "mini": (128, 2, 4, 2, 384),
     "small": (256, 4, 4, 2, 768),
     "qwen2.5-0.5b": (896, 24, 14, 2, 4864),
 }

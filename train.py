@@ -287,13 +287,41 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run training. Bad input (flags, YAML, values, model path, checkpoint files) ends in one `error:`
+    line on stderr and exit code 2, before anything heavy is loaded where possible; a run stopped by
+    non-finite updates or an unreachable retriever ends in one `error:` line and exit code 1."""
+    import contextlib
+    import io
+
+    import yaml
+
+    from checkpoint import CheckpointError
+    from envs.search.retriever import RetrieverError
+
     try:
-        cfg = parse_config(argv)
+        parser_output = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(parser_output):     # argparse prints its whole usage first
+                cfg = parse_config(argv)
+        except SystemExit as stop:
+            if not stop.code:                                   # --help
+                raise
+            lines = parser_output.getvalue().strip().splitlines() or [f"bad arguments (exit {stop.code})"]
+            raise ConfigError(lines[-1].split("error: ", 1)[-1].rstrip(".") + "; see train.py --help") from None
+        except ConfigError:
+            raise
+        except (ValueError, yaml.YAMLError) as error:           # flags that no field takes, broken YAML
+            raise ConfigError(f"bad flags or config file: {' '.join(str(error).split())}; "
+                              f"see train.py --help") from None
+        sys.stderr.write(parser_output.getvalue())
         validate(cfg)                           # fails before anything heavy is loaded
         train(cfg)
-    except ConfigError as error:
+    except (ConfigError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except (FloatingPointError, RetrieverError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

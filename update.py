@@ -27,9 +27,11 @@ def score_tokens(model, tokenizer, samples, cfg, teacher: bool = False) -> list[
     The teacher is the same model on the privileged prompt followed by the identical response tokens.
     """
     device = next(model.parameters()).device
-    out = []
+    order = sorted(range(len(samples)), key=lambda i: len(samples[i].prompt_ids))  # similar lengths: less padding
+    out = [None] * len(samples)
     for start in range(0, len(samples), cfg.micro_batch_size):
-        chunk = samples[start:start + cfg.micro_batch_size]
+        rows = order[start:start + cfg.micro_batch_size]
+        chunk = [samples[i] for i in rows]
         responses = [s.response_ids for s in chunk]
         if teacher:
             ids, attn, mask = teacher_inputs(tokenizer, [s.user_message for s in chunk], responses,
@@ -38,7 +40,8 @@ def score_tokens(model, tokenizer, samples, cfg, teacher: bool = False) -> list[
             ids, attn, mask = pack_batch([s.prompt_ids for s in chunk], responses, tokenizer.pad_token_id)
         logp, _ = token_logprobs(model, ids.to(device), attn.to(device), mask.shape[1],
                                  chunk_size=cfg.logprob_chunk_size)              # (b, T)
-        out.extend(logp[row, :len(s.response_ids)].float().cpu() for row, s in enumerate(chunk))
+        for row, (i, s) in enumerate(zip(rows, chunk)):
+            out[i] = logp[row, :len(s.response_ids)].float().cpu()
     return out
 
 
@@ -65,13 +68,13 @@ def micro_step_loss(model, tokenizer, batch: dict, cfg, denominator: float):
     hidden = response_hidden(model, ids, attn, T)                    # (B, T, H)
     head = getattr(model, "module", model).get_output_embeddings()
     logp, entropy = logprobs_from_hidden(head, hidden, ids[:, -T:], 1.0, cfg.logprob_chunk_size, need_entropy)  # (B, T)
-    agg = dict(mode=cfg.loss_agg, denominator=denominator)
+    agg = dict(mode=cfg.loss_agg, denominator=denominator, norm_length=cfg.max_new_tokens)
     own_count = float(mask.sum() if cfg.loss_agg == "token-mean" else (mask.sum(-1) > 0).sum())
     scale = denominator / max(own_count, 1.0)                        # global-normalised -> own mean
     if cfg.rlsd_lam > 0:
         advantages = rlsd_advantages(advantages, teacher, old, cfg.rlsd_lam)  # (B, T)
     pg, metrics = policy_loss(logp, old, advantages, mask, cfg.clip_low, cfg.clip_high, cfg.dual_clip,
-                              cfg.loss_agg, denominator)
+                              cfg.loss_agg, denominator, cfg.max_new_tokens)
     metrics = {f"pg/{k}": v for k, v in metrics.items()}
     loss = cfg.pg_coef * pg
     metrics["loss/pg"] = pg.item() * scale
@@ -91,11 +94,12 @@ def micro_step_loss(model, tokenizer, batch: dict, cfg, denominator: float):
                                                   batch["skill_texts"], cfg.teacher_context, cfg.max_prompt_length)
                 teacher_hidden = response_hidden(model, t_ids.to(device), t_attn.to(device), T)  # (B, T, H)
             divergence = vocab_divergence(head, hidden, teacher_hidden, cfg.divergence, chunk_size=cfg.logprob_chunk_size)
-        sd, sd_metrics = sdar_loss(logp, teacher, mask, cfg.beta, cfg.gate, entropy, cfg.loss_agg, divergence, denominator)
+        sd, sd_metrics = sdar_loss(logp, teacher, mask, cfg.beta, cfg.gate, entropy, cfg.loss_agg, divergence, denominator,
+                                   cfg.max_new_tokens)
         loss = loss + cfg.sdar_coef * sd
         metrics.update({"loss/sdar": sd.item() * scale, **{f"sdar/{k}": v for k, v in sd_metrics.items()}})
     if cfg.skill_sd_coef > 0:
-        ssd = skill_sd_loss(logp, old, teacher, mask, cfg.loss_agg, denominator)
+        ssd = skill_sd_loss(logp, old, teacher, mask, cfg.loss_agg, denominator, cfg.max_new_tokens)
         loss = loss + cfg.skill_sd_coef * ssd
         metrics["loss/skill_sd"] = ssd.item() * scale
     return loss, metrics, own_count
@@ -108,8 +112,9 @@ def update_policy(model, tokenizer, optimizer, accelerator, samples, tensors: di
     tensors: per-sample lists `advantages` (scalars), `old_logp`, `ref_logp`, `teacher_logp` (1-D).
     The samples are split into K = ceil(N / per-process mini-batch) nearly equal mini-batches (K and
     the micro-batch counts agree over processes; a process with nothing left runs a zero-weight dummy
-    row so collective operations stay in step). A non-finite gradient skips the step; `max_bad_steps`
-    in a row stop the run.
+    row so collective operations stay in step). A non-finite gradient skips the step (counted in
+    `state`, logged, its metrics left out of the averages); `max_bad_steps` in a row raise
+    FloatingPointError.
     """
     world, micro = accelerator.num_processes, cfg.micro_batch_size
     per_process = cfg.mini_batch_size // world
@@ -120,11 +125,13 @@ def update_policy(model, tokenizer, optimizer, accelerator, samples, tensors: di
         order = torch.randperm(len(samples), generator=generator)
         for mb in range(num_minibatches):
             mine = torch.tensor_split(order, num_minibatches)[mb].tolist()
+            mine.sort(key=lambda i: len(samples[i].prompt_ids) + len(samples[i].response_ids))  # less padding, same sum
             count = sum(len(samples[i].response_ids) if cfg.loss_agg == "token-mean"
                         else int(len(samples[i].response_ids) > 0) for i in mine)
             counts = accelerator.gather(torch.tensor([count, len(mine)], device=accelerator.device).view(1, 2))
             denominator = max(1, counts[:, 0].sum().item()) / world   # DDP averages gradients over processes
             num_micro = max(1, math.ceil(counts[:, 1].max().item() / micro))
+            step_sums, step_weight = {}, 0.0
             for k in range(num_micro):
                 rows = mine[k * micro:(k + 1) * micro]
                 row_mask = torch.ones(len(rows))                     # (b,)
@@ -142,23 +149,29 @@ def update_policy(model, tokenizer, optimizer, accelerator, samples, tensors: di
                         loss, metrics, w = micro_step_loss(model, tokenizer, batch, cfg, denominator)
                     accelerator.backward(loss)
                 for key, value in metrics.items():
-                    sums[key] = sums.get(key, 0.0) + value * w
-                weight += w
+                    step_sums[key] = step_sums.get(key, 0.0) + value * w
+                step_weight += w
             grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip))
-            if not math.isfinite(grad_norm):
+            if not math.isfinite(grad_norm):      # the step and its metrics are dropped: NaN would poison the means
                 optimizer.zero_grad(set_to_none=True)
                 state["bad_steps"] = state.get("bad_steps", 0) + 1
                 state["skipped_steps"] = state.get("skipped_steps", 0) + 1
-                accelerator.print(f"warning: non-finite loss or gradient, optimizer step skipped "
+                culprits = ", ".join(k for k, v in step_sums.items()
+                                     if k.startswith("loss/") and not math.isfinite(v)) or "the gradient"
+                accelerator.print(f"warning: non-finite loss or gradient ({culprits}), optimizer step skipped "
                                   f"({state['bad_steps']} in a row)")
                 if state["bad_steps"] >= cfg.max_bad_steps:
-                    raise FloatingPointError(f"{state['bad_steps']} non-finite updates in a row: stopped before "
-                                             f"the weights are damaged (lower lr, check the data; max_bad_steps)")
+                    raise FloatingPointError(f"{state['bad_steps']} non-finite updates in a row ({culprits}): stopped "
+                                             f"before the weights are damaged; lower lr or check the data "
+                                             f"(max_bad_steps={cfg.max_bad_steps})")
                 continue
             state["bad_steps"] = 0
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             grad_norms.append(grad_norm)
+            for key, value in step_sums.items():
+                sums[key] = sums.get(key, 0.0) + value
+            weight += step_weight
     out = {key: value / max(weight, 1.0) for key, value in sums.items()}
     out["grad_norm"] = sum(grad_norms) / len(grad_norms) if grad_norms else float("nan")
     out["train/optimizer_steps"] = len(grad_norms)

@@ -28,8 +28,10 @@ import torch
 VERSION = 1
 RECIPES = {
     # env: env kwargs, episodes, label noise without skills, share of episodes with skills, model shape, steps
-    "alfworld": dict(env_kwargs={"room_size": "small"}, episodes=600, noise=0.35, skill_share=0.5,
-                     shape="small", steps=500, batch_size=16, lr=2e-3, vocab_size=1500, history_length=2),
+    "alfworld": dict(env_kwargs={"room_size": "small", "num_receptacles": [3, 4], "num_distractors": [0, 1],
+                                 "task_types": ["pick_and_place_simple", "look_at_obj_in_light"]},
+                     episodes=600, noise=0.3, skill_share=0.5, shape="mini", steps=400, batch_size=16,
+                     lr=3e-3, vocab_size=1500, history_length=1, detours=2),
 }
 
 
@@ -38,25 +40,33 @@ def cache_root() -> str:
 
 
 def demonstrations(env_name: str, episodes: int, noise: float, skill_share: float, seed: int,
-                   env_kwargs: dict, history_length: int) -> list[dict]:
-    """Turns of expert episodes: {message, skill, action}; `skill` is "" for student-format turns."""
+                   env_kwargs: dict, history_length: int, detours: int = 0) -> list[dict]:
+    """Turns of expert episodes: {message, skill, action}; `skill` is "" for student-format turns.
+
+    The expert knows where the target is; the student cannot. So each episode first visits up to
+    `detours` wrong places (executed, not imitated: those turns are labelled with the expert's first
+    move), which teaches the model to keep looking instead of stalling after a wrong guess.
+    """
     from envs import env_module, make_env
     from envs.skills import load_skills, retrieve_skills
 
-    rng = random.Random(seed)
+    rng, noise_rng = random.Random(seed), random.Random(seed + 1)   # the noise never changes the episodes
     env, module, skills = make_env(env_name, **env_kwargs), env_module(env_name), load_skills(env_name)
     turns = []
     for episode in range(episodes):
         observation, info = env.reset(seed=rng.randrange(2**31), split="train")
         with_skill = rng.random() < skill_share
         skill = retrieve_skills(skills, module.skill_category(info["task_description"]))[0] if with_skill else ""
+        plan = env.privileged()["expert_plan"]
+        wrong = [a for a in info.get("admissible_actions") or [] if a.startswith("go to ") and a != plan[0]]
+        executed = rng.sample(wrong, min(len(wrong), rng.randint(0, detours))) + list(plan)
+        labels = [plan[0]] * (len(executed) - len(plan)) + list(plan)
         history = []
-        for action in env.privileged()["expert_plan"]:
+        for action, label in zip(executed, labels):
             message = env.render_prompt(observation, history, info, history_length)
-            label = action
             admissible = info.get("admissible_actions") or []
-            if not with_skill and admissible and rng.random() < noise:
-                label = rng.choice(admissible)
+            if not with_skill and admissible and noise_rng.random() < noise:
+                label = noise_rng.choice(admissible)
             turns.append({"message": message, "skill": skill, "action": label})
             history.append((observation, action))
             observation, _, done, info = env.step(action)
@@ -78,16 +88,21 @@ def render_example(tokenizer, turn: dict) -> tuple[list[int], list[int]]:
 
 
 def supervised_finetune(model, examples, steps: int, batch_size: int, lr: float, seed: int, log_every: int = 50):
-    """Next-token loss on the response tokens only; returns the list of (step, loss)."""
+    """Next-token loss on the response tokens only; returns the list of (step, loss).
+
+    Each step trains on one bucket of examples of similar length (drawn at random), so little compute
+    goes into padding."""
     from opsd import pack_batch, token_logprobs
 
     generator = random.Random(seed)
+    by_length = sorted(examples, key=lambda e: len(e[0]) + len(e[1]))
+    buckets = [by_length[i:i + batch_size] for i in range(0, len(by_length), batch_size)]  # little padding
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 50) * max(0.1, 1 - s / steps))
     model.train()
     history = []
     for step in range(steps):
-        batch = generator.sample(examples, min(batch_size, len(examples)))
+        batch = generator.choice(buckets)
         ids, attn, mask = pack_batch([p for p, _ in batch], [r for _, r in batch], pad_id=0)
         logp, _ = token_logprobs(model, ids, attn, mask.shape[1], chunk_size=None)  # (B, T)
         loss = -(logp * mask).sum() / mask.sum()
@@ -109,7 +124,7 @@ def build_embedded_model(env_name: str, out_dir: str, seed: int = 0, **overrides
     start = time.perf_counter()
     torch.manual_seed(seed)
     turns = demonstrations(env_name, recipe["episodes"], recipe["noise"], recipe["skill_share"], seed,
-                           recipe["env_kwargs"], recipe["history_length"])
+                           recipe["env_kwargs"], recipe["history_length"], recipe["detours"])
     corpus = [t["message"] for t in turns] + [t["skill"] for t in turns if t["skill"]]
     corpus += [f"<think>ok</think><action>{t['action']}</action>" for t in turns]
     tokenizer = build_tokenizer(corpus, vocab_size=recipe["vocab_size"],

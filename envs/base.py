@@ -70,8 +70,20 @@ def is_latin(text: str) -> bool:
 
 
 def tag_contents(text: str, tag: str) -> list[str]:
-    """All non-nested `<tag>...</tag>` contents in order (the text between each open and its close)."""
-    return re.findall(rf"<{tag}>(.*?)</{tag}>", text, flags=re.DOTALL)
+    """All non-nested `<tag>...</tag>` contents in order (the text between each open and its close).
+
+    A forward scan with str.find, linear in the text: a lazy regex rescans the rest of the text from
+    every unclosed open tag, which takes minutes on a reply that repeats one tag many thousand times.
+    """
+    opening, closing = f"<{tag}>", f"</{tag}>"
+    found, start = [], text.find(opening)
+    while start != -1:
+        end = text.find(closing, start + len(opening))
+        if end == -1:
+            break
+        found.append(text[start + len(opening):end])
+        start = text.find(opening, end + len(closing))
+    return found
 
 
 def parse_think_action(response: str, max_action_chars: int = 200) -> tuple[str, bool]:

@@ -105,3 +105,14 @@ def test_bfloat16_is_finite():
     assert torch.isfinite(loss.float()) and torch.isfinite(s.grad.float()).all()
     assert all(math.isfinite(v) for v in metrics.values())
     assert torch.isfinite(skill_sd_loss(s, s.detach(), teacher.bfloat16(), mask).float())
+
+
+def test_sum_norm_divides_by_the_given_length():
+    student = torch.tensor([[-1.0, -2.0, 0.0], [-0.5, 0.0, 0.0]], dtype=F64)   # (B, T)
+    teacher = torch.tensor([[-1.0, -2.0, 0.0], [-0.5, 0.0, 0.0]], dtype=F64)   # (B, T) equal: gap 0, g = 0.5
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    loss, _ = sdar_loss(student.requires_grad_(), teacher, mask, beta=5.0, agg="seq-mean-token-sum-norm", norm_length=8)
+    loss.backward()
+    # l = 0.5 * (teacher - student) = 0 in value; d l / d student = -0.5 per token, / 8 per row, / 2 rows
+    assert loss.item() == pytest.approx(0.0)
+    assert torch.allclose(student.grad, -0.5 / 8 / 2 * mask.to(F64))

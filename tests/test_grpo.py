@@ -131,6 +131,7 @@ def test_aggregate_modes_hand_values():
     assert aggregate(values, mask, "seq-mean-token-mean").item() == pytest.approx((2 + 4) / 2)
     assert aggregate(values, mask, "seq-mean-token-sum").item() == pytest.approx((6 + 4) / 2)
     assert aggregate(values, mask, "seq-mean-token-sum-norm").item() == pytest.approx((6 / 3 + 4 / 3) / 2)
+    assert aggregate(values, mask, "seq-mean-token-sum-norm", norm_length=10).item() == pytest.approx((6 + 4) / 10 / 2)
     assert aggregate(values, mask, "token-mean", denominator=8).item() == pytest.approx(10 / 8)
     assert aggregate(values, torch.zeros_like(mask), "token-mean").item() == 0.0
     with pytest.raises(ValueError):

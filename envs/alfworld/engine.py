@@ -46,13 +46,14 @@ class BuiltinAlfWorld:
 
     kwargs: `max_steps` (50), `room_size` ("full" about 20 admissible commands per step, or
     "small"), `num_receptacles` / `num_distractors` (int or inclusive (lo, hi), override the preset),
-    `split_sizes` (dict split -> number of distinct tasks; default the real benchmark's 3553/140/134).
+    `split_sizes` (dict split -> number of distinct tasks; default the real benchmark's 3553/140/134),
+    `task_types` (a subset of the six, e.g. for a curriculum or the CPU-sized embedded default).
     """
 
     name = "alfworld"
 
     def __init__(self, max_steps: int = 50, room_size: str = "full", num_receptacles=None,
-                 num_distractors=None, split_sizes: dict | None = None):
+                 num_distractors=None, split_sizes: dict | None = None, task_types=None):
         if room_size not in ROOM_SIZES:
             raise ValueError(f"room_size={room_size!r} is unknown; choose one of {', '.join(ROOM_SIZES)}")
         self.max_steps = int(max_steps)
@@ -60,6 +61,7 @@ class BuiltinAlfWorld:
         self.num_receptacles = num_receptacles
         self.num_distractors = num_distractors
         self.split_sizes = dict(SPLIT_SIZES, **(split_sizes or {}))
+        self.task_types = tuple(task_types) if task_types else None
         self.game: Game | None = None
 
     # ---- episode -------------------------------------------------------------------------------
@@ -70,7 +72,7 @@ class BuiltinAlfWorld:
         if task_index is None:
             task_index = random.Random(seed).randrange(size)
         self.game = generate_game(split, int(task_index) % size, self.room_size,
-                                  self.num_receptacles, self.num_distractors)
+                                  self.num_receptacles, self.num_distractors, self.task_types)
         g = self.game
         self._at = None                                   # receptacle index, None = middle of the room
         self._where = [item.start for item in g.items]    # receptacle index, None = in the hands

@@ -139,7 +139,7 @@ def _pick_target(rng, task_type, room, recep_types):
 
 
 def generate_game(split: str, index: int, room_size: str = "full", num_receptacles=None,
-                  num_distractors=None) -> Game:
+                  num_distractors=None, task_types=None) -> Game:
     """Build task `index` of `split` (deterministic). Validation splits cycle through the six task
     types by index, so any run of consecutive indices (a fixed eval panel) is balanced; train draws
     the type at random. kwargs as in `BuiltinAlfWorld`."""
@@ -151,7 +151,11 @@ def generate_game(split: str, index: int, room_size: str = "full", num_receptacl
     r_lo, r_hi = _count_range(num_receptacles, preset["receptacles"])
     d_lo, d_hi = _count_range(num_distractors, preset["distractors"])
     rng = random.Random(f"alfworld-task/{split}/{index}/{r_lo}-{r_hi}/{d_lo}-{d_hi}")
-    task_type = TASK_TYPES[index % len(TASK_TYPES)] if split != "train" else rng.choice(TASK_TYPES)
+    types = tuple(task_types) if task_types else TASK_TYPES
+    unknown = sorted(set(types) - set(TASK_TYPES))
+    if unknown:
+        raise ValueError(f"task_types {unknown} unknown; choose from {', '.join(TASK_TYPES)}")
+    task_type = types[index % len(types)] if split != "train" else rng.choice(types)
     while True:  # redraw the room until the task type fits (rare with tiny rooms)
         room = rng.choice(catalog.TASK_ROOMS[task_type])
         floorplan = rng.choice(_floorplans(split, room))
