@@ -198,11 +198,15 @@ CHOICES = {
     "report_to": ("none", "tensorboard", "wandb"), "method": tuple(METHODS),
 }
 # `python train.py` on the embedded tiny agent: the same algorithm, sized for a 2-core CPU (about
-# 10 minutes). A larger lr than the paper's 1e-6 because the model has half a million parameters.
+# 10 minutes): small rooms, the two shortest task types, one history step, short responses, fewer and
+# smaller batches, and a larger lr than the paper's 1e-6 because the model has half a million
+# parameters. warmstart.py trains the agent on these same env settings.
 EMBEDDED_DEFAULTS = dict(
-    output_dir="runs/embedded", env_kwargs='{"room_size": "small"}', tasks_per_iter=4, group_size=8,
-    max_turns=20, max_new_tokens=24, lr=2e-4, mini_batch_size=128, micro_batch_size=32, iterations=12,
-    eval_every=4, eval_tasks=48, save_every=4,
+    output_dir="runs/embedded",
+    env_kwargs=json.dumps({"room_size": "small", "num_receptacles": [3, 4], "num_distractors": [0, 1],
+                           "task_types": ["pick_and_place_simple", "look_at_obj_in_light"]}),
+    history_length=1, max_turns=15, max_new_tokens=24, tasks_per_iter=4, group_size=8, lr=3e-4,
+    mini_batch_size=64, micro_batch_size=32, iterations=12, eval_every=4, eval_tasks=48, save_every=4,
 )
 REAL_ENV_PACKAGES = {"alfworld": "alfworld", "webshop": "web_agent_site"}
 

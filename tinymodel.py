@@ -8,8 +8,9 @@ with `save_pretrained`, they load with `AutoTokenizer` / `AutoModelForCausalLM` 
 from __future__ import annotations
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
 PAD, BOS_TURN, EOS_TURN = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 
@@ -33,7 +34,12 @@ SHAPES = {
 def build_tokenizer(texts, vocab_size: int = 1024, extra_tokens: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE on `texts` (any string round-trips: unknown characters fall back to bytes)."""
     core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Qwen2's own normaliser and pre-tokeniser: AutoTokenizer rebuilds exactly these for a qwen2 model
+    # folder, so the tokenizer we train is the one every later from_pretrained gives back.
+    core.normalizer = normalizers.NFC()
+    core.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, BOS_TURN, EOS_TURN],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)

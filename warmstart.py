@@ -25,13 +25,14 @@ import time
 
 import torch
 
-VERSION = 1
+from config import EMBEDDED_DEFAULTS
+
+VERSION = 2
 RECIPES = {
     # env: env kwargs, episodes, label noise without skills, share of episodes with skills, model shape, steps
-    "alfworld": dict(env_kwargs={"room_size": "small", "num_receptacles": [3, 4], "num_distractors": [0, 1],
-                                 "task_types": ["pick_and_place_simple", "look_at_obj_in_light"]},
-                     episodes=600, noise=0.3, skill_share=0.5, shape="mini", steps=400, batch_size=16,
-                     lr=3e-3, vocab_size=1500, history_length=1, detours=2),
+    "alfworld": dict(env_kwargs=json.loads(EMBEDDED_DEFAULTS["env_kwargs"]), episodes=600, noise=0.3,
+                     skill_share=0.5, shape="mini", steps=1500, batch_size=8, lr=3e-3, vocab_size=1500,
+                     history_length=EMBEDDED_DEFAULTS["history_length"], detours=2),
 }
 
 

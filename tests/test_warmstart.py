@@ -76,3 +76,18 @@ def test_embedded_path_builds_once_into_the_cache(tmp_path, monkeypatch):
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
     with pytest.raises(ValueError, match="embedded"):
         warmstart.embedded_model_path("search")
+
+
+def test_from_pretrained_gives_back_the_trained_tokenizer(tmp_path):
+    """AutoTokenizer rebuilds a qwen2 folder's pre-tokeniser; ours must be that one, or a model trained
+    with the in-memory tokenizer would see other ids at rollout time."""
+    from transformers import AutoTokenizer
+
+    from tinymodel import build_tokenizer, tiny_model
+    text = "You arrive at fridge 12. <action>take egg 3 from fridge 12</action> Ünïcødé"
+    tokenizer = build_tokenizer([text] * 30, vocab_size=400, extra_tokens=("<action>", "</action>"))
+    tiny_model(tokenizer).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    for sample in (text, "go to sinkbasin 1, open drawer 10", "中文 \t\n<action>"):
+        assert loaded(sample)["input_ids"] == tokenizer(sample)["input_ids"]
