@@ -15,6 +15,7 @@ import dataclasses
 import importlib.util
 import inspect
 import json
+import math
 import os
 import sys
 import types
@@ -240,11 +241,16 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
             fail(name, f"{getattr(cfg, name)!r} is unknown", f"choose one of {', '.join(choices)}")
     for name, hint in typing.get_type_hints(TrainConfig).items():
         value = getattr(cfg, name)
+        optional = type(None) in typing.get_args(hint)
         expected = [t for t in typing.get_args(hint) or (hint,) if t is not type(None)][0]
-        if value is None or (expected is float and isinstance(value, int)):
+        if value is None and not optional:
+            fail(name, "is empty (null)", "give it a value or leave it out")
+        if value is None or (expected is float and type(value) is int):
             continue
         if type(value) is not expected:
             fail(name, f"expected {expected.__name__}, got {value!r}", "fix its type in the YAML file or flag")
+        if expected is float and not math.isfinite(value):
+            fail(name, f"{value} is not a finite number", "use a finite value")
     try:
         env_kwargs = json.loads(cfg.env_kwargs)
         assert isinstance(env_kwargs, dict)
@@ -273,6 +279,18 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
         fail("clip_low", f"clip range ({cfg.clip_low}, {cfg.clip_high}) is invalid", "use 0 <= clip < 1")
     if cfg.lr <= 0:
         fail("lr", f"{cfg.lr} <= 0", "use a positive learning rate")
+    for name in ("max_turns", "generation_batch_size", "history_length"):
+        value, low = getattr(cfg, name), 0 if name == "history_length" else 1
+        if value is not None and value < low:
+            fail(name, f"{value} < {low}", f"use at least {low} (or leave it unset for the default)")
+    for name in ("temperature", "eval_temperature", "kl_coef", "entropy_coef", "sdar_coef", "skill_sd_coef",
+                 "beta", "lora_r", "warmup_ratio", "weight_decay"):
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 0:
+            fail(name, f"{getattr(cfg, name)} < 0", "use a value >= 0")
+    if cfg.grad_clip <= 0:
+        fail("grad_clip", f"{cfg.grad_clip} <= 0", "use a positive norm, e.g. 1.0")
+    if cfg.dual_clip is not None and cfg.dual_clip <= 1:
+        fail("dual_clip", f"{cfg.dual_clip} <= 1", "use a bound above 1 (paper: 3.0) or leave it unset to turn it off")
     if cfg.env_backend == "real" and cfg.env_name in REAL_ENV_PACKAGES:
         package = REAL_ENV_PACKAGES[cfg.env_name]
         if importlib.util.find_spec(package) is None:

@@ -11,7 +11,6 @@ states in sequence chunks, and with gradients on each chunk is recomputed in bac
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 PRIVILEGED_HEADER = "[Privileged Skill Information]\n"

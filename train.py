@@ -63,7 +63,7 @@ def make_skill_fn(cfg: TrainConfig, rng: random.Random, bandit):
     return skill_fn, list(skills), used
 
 
-def rollout_config(cfg: TrainConfig, evaluation: bool = False) -> "RolloutConfig":
+def rollout_config(cfg: TrainConfig, evaluation: bool = False):
     from rollout import RolloutConfig
     return RolloutConfig(
         history_length=cfg.history_length, max_turns=cfg.max_turns, max_new_tokens=cfg.max_new_tokens,
@@ -110,9 +110,17 @@ def reduce_mean(accelerator, metrics: dict) -> dict:
     return dict(zip(keys, values.tolist()))
 
 
-def run_eval(model, tokenizer, accelerator, cfg, eval_envs, panel, skill_fn) -> dict:
-    """Success on the fixed panel, split over processes; sums are reduced so uneven shares weigh right."""
+def run_eval(model, tokenizer, accelerator, cfg, eval_envs, panel, skill_fn, iteration: int) -> dict:
+    """Success on the fixed panel, split over processes; sums are reduced so uneven shares weigh right.
+
+    Sampling is seeded by (seed, iteration) only, so runs that differ just in their updates (the
+    methods of compare.py) score identical weights identically; training reseeds every iteration.
+    """
+    from accelerate.utils import set_seed
+
     from rollout import evaluate
+
+    set_seed(task_seed(cfg.seed, iteration, 40_000 + accelerator.process_index), device_specific=False)
 
     with accelerator.autocast():
         metrics = evaluate(accelerator.unwrap_model(model), tokenizer, eval_envs, panel, rollout_config(cfg, True),
@@ -193,7 +201,7 @@ def train(cfg: TrainConfig) -> dict:
     best = state.get("best", {"eval/success": -1.0, "iteration": -1})
     history = state.get("eval_history", [])
     if start == 0 and cfg.eval_every > 0:
-        history.append({"iteration": 0, **run_eval(model, tokenizer, accelerator, cfg, eval_envs, panel, skill_fn)})
+        history.append({"iteration": 0, **run_eval(model, tokenizer, accelerator, cfg, eval_envs, panel, skill_fn, 0)})
         logger.log(0, history[-1])
         accelerator.print(f"iteration 0: eval/success {history[-1]['eval/success']:.3f}")
 
@@ -258,7 +266,7 @@ def train(cfg: TrainConfig) -> dict:
         metrics["perf/iter_s"] = time.perf_counter() - t0
         done = iteration + 1
         if (cfg.eval_every > 0 and done % cfg.eval_every == 0) or done == cfg.iterations:
-            metrics.update(run_eval(model, tokenizer, accelerator, cfg, eval_envs, panel, skill_fn))
+            metrics.update(run_eval(model, tokenizer, accelerator, cfg, eval_envs, panel, skill_fn, done))
             history.append({"iteration": done, **{k: v for k, v in metrics.items() if k.startswith("eval/")}})
             if metrics["eval/success"] > best["eval/success"]:
                 best = {"eval/success": metrics["eval/success"], "iteration": done}

@@ -31,3 +31,14 @@ def tiny_model_factory(tokenizer):
     def make(seed=0, **kwargs):
         return tiny_model(tokenizer, seed=seed, **kwargs)
     return make
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    """A saved tiny random model folder, loadable with from_pretrained (for train.py subprocesses)."""
+    from tinymodel import build_tokenizer, tiny_model
+    path = str(tmp_path_factory.mktemp("tiny"))
+    tokenizer = build_tokenizer(CORPUS * 20, vocab_size=512)
+    tiny_model(tokenizer, seed=0).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

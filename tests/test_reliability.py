@@ -17,23 +17,13 @@ from urllib.parse import urlparse
 import pytest
 import torch
 
-from conftest import CORPUS, ROOT
+from conftest import ROOT
 from test_train import FAST, read_metrics, run_train
 
 ITERATIONS = 3
 THREE = [a if a != "2" or FAST[i - 1] != "--iterations" else str(ITERATIONS) for i, a in enumerate(FAST)]
 THREE += ["--eval_every", "0"]
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from tinymodel import build_tokenizer, tiny_model
-    path = str(tmp_path_factory.mktemp("tiny"))
-    tokenizer = build_tokenizer(CORPUS * 20, vocab_size=512)
-    tiny_model(tokenizer, seed=0).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +204,11 @@ def main_in_process(args, capsys):
     (["--micro_batch_size", "0"], "micro_batch_size"),           # impossible sizes
     (["--tasks_per_iter", "0"], "tasks_per_iter"),
     (["--max_bad_steps", "0"], "max_bad_steps"),
+    (["--max_turns", "0"], "max_turns"),                         # impossible values
+    (["--temperature", "-1"], "temperature"),
+    (["--lr", "nan"], "lr"),
+    (["--dual_clip", "0.5"], "dual_clip"),
+    (["--grad_clip", "0"], "grad_clip"),
 ])
 def test_bad_flags_give_one_line_and_exit_2(args, needle, tmp_path, capsys):
     """argparse would print a 60-line usage first; main() keeps only its message (exit 2 either way)."""
@@ -227,6 +222,7 @@ def test_bad_flags_give_one_line_and_exit_2(args, needle, tmp_path, capsys):
     ("lr: [1, 2]\n", "lr"),                                      # wrong type
     ("batch_size: 8\n", "batch_size"),                           # unknown key
     ("model: 5\n", "model"),
+    ("iterations: null\n", "iterations"),                      # empty value for a required field
 ])
 def test_bad_yaml_gives_one_line_and_exit_2(text, needle, tmp_path, capsys):
     path = tmp_path / "run.yaml"

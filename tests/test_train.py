@@ -10,21 +10,11 @@ import sys
 import pytest
 import torch
 
-from conftest import CORPUS, ROOT
+from conftest import ROOT
 
 FAST = ["--tasks_per_iter", "2", "--group_size", "2", "--iterations", "2", "--max_turns", "2",
         "--max_new_tokens", "6", "--max_prompt_length", "384", "--eval_tasks", "2", "--eval_every", "1",
         "--mini_batch_size", "4", "--micro_batch_size", "2", "--save_every", "1", "--lr", "1e-3"]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    from tinymodel import build_tokenizer, tiny_model
-    path = str(tmp_path_factory.mktemp("tiny"))
-    tokenizer = build_tokenizer(CORPUS * 20, vocab_size=512)
-    tiny_model(tokenizer, seed=0).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def run_train(args, timeout=300, launcher=None):
@@ -158,3 +148,34 @@ def test_bad_yaml_fails_fast(tmp_path):
     path.write_text("group_size: eight\n")
     result = run_train(["--config", str(path)], timeout=60)
     assert result.returncode == 2 and "group_size" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["alfworld", "webshop", "search"])
+def test_paper_configs_parse_and_validate_on_eight_processes(name):
+    from config import parse_config, validate
+    cfg = parse_config(["--config", os.path.join(ROOT, "configs", f"{name}.yaml"), "--model", "Qwen/Qwen2.5-0.5B-Instruct"])
+    validate(cfg, world_size=8)
+    assert (cfg.env_name, cfg.group_size, cfg.lr, cfg.iterations, cfg.sdar_coef, cfg.beta) == (name, 8, 1e-6, 150, 0.01, 5.0)
+
+
+def test_accelerate_configs_are_complete():
+    import yaml
+    folder = os.path.join(ROOT, "configs", "accelerate")
+    kinds = {}
+    for name in sorted(os.listdir(folder)):
+        config = yaml.safe_load(open(os.path.join(folder, name)))
+        assert {"distributed_type", "num_processes", "mixed_precision"} <= set(config), name
+        kinds[name] = config["distributed_type"]
+    assert sorted(kinds.values()) == ["DEEPSPEED", "DEEPSPEED", "FSDP", "MULTI_GPU", "NO"]
+
+
+def test_evaluation_depends_only_on_the_weights(model_dir, tmp_path):
+    """Same seed and weights, different methods: the iteration-0 evaluation must be identical."""
+    rows = []
+    for method in ("grpo", "sdar"):
+        out = str(tmp_path / method)
+        args = FAST + ["--model", model_dir, "--method", method, "--output_dir", out, "--eval_tasks", "6"]
+        result = run_train([a if a != "2" or args[i - 1] != "--iterations" else "1" for i, a in enumerate(args)])
+        assert result.returncode == 0, result.stderr[-2000:]
+        rows.append({k: v for k, v in read_metrics(out)[0].items() if k.startswith("eval/")})
+    assert rows[0] == rows[1] and "eval/return" in rows[0]

@@ -8,7 +8,7 @@ import pytest
 
 import warmstart
 
-SMALL = dict(episodes=24, steps=40, shape="tiny", vocab_size=600, batch_size=8)
+SMALL = dict(episodes=24, steps=100, shape="tiny", vocab_size=600, batch_size=8)
 
 
 @pytest.fixture(scope="module")
