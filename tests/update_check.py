@@ -46,7 +46,7 @@ def main(out_path: str, loss_agg: str, micro_batch_size: int) -> None:
     samples, tensors = synthetic_samples(tokenizer)
     mine = list(range(accelerator.process_index, 8, accelerator.num_processes))
     cfg = resolve(TrainConfig(mini_batch_size=8, micro_batch_size=micro_batch_size, loss_agg=loss_agg, grad_clip=1e9,
-                              kl_coef=0.01))
+                              kl_coef=0.01, max_new_tokens=8))     # the budget of these 0-6 token responses
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     model, optimizer = accelerator.prepare(model, optimizer)
     update_policy(model, tokenizer, optimizer, accelerator, [samples[i] for i in mine],
