@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from test_train import FAST, read_metrics, run_train
+from test_train import FAST, read_metrics, run_train, update_deltas
 
 ITERATIONS = 3
 THREE = [a if a != "2" or FAST[i - 1] != "--iterations" else str(ITERATIONS) for i, a in enumerate(FAST)]
@@ -365,22 +365,6 @@ def test_retriever_defaults_to_loopback():
 
 
 # ---------------------------------------------------------------- multi-process invariance
-
-
-def update_deltas(tmp_path, processes, loss_agg, micro):
-    """Parameter changes of one update by tests/update_check.py (one process: in this one)."""
-    out = str(tmp_path / f"delta-{processes}-{micro}-{loss_agg}.pt")
-    if processes == 1:
-        import update_check
-        update_check.main(out, loss_agg, micro)
-    else:
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", str(processes),
-                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                   os.path.join(ROOT, "tests", "update_check.py"), out, loss_agg, str(micro)]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": str(30500 + os.getpid() % 1000)}
-        result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, result.stderr[-3000:]
-    return torch.load(out, weights_only=True)
 
 
 @pytest.mark.parametrize("mode", ["seq-mean-token-sum", "seq-mean-token-sum-norm"])

@@ -90,14 +90,19 @@ def test_resume_matches_an_uninterrupted_run(model_dir, tmp_path):
     assert [r["iteration"] for r in read_metrics(split)] == [1, 2, 3]
 
 
-def _update(tmp_path, processes, loss_agg, micro):
-    out = str(tmp_path / f"delta-{processes}-{loss_agg}-{micro}.pt")
-    script = os.path.join(ROOT, "tests", "update_check.py")
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", str(processes),
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", script, out, loss_agg, str(micro)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": str(29500 + os.getpid() % 1000)}
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+def update_deltas(tmp_path, processes, loss_agg, micro):
+    """Parameter changes of one update by tests/update_check.py (one process: in this one)."""
+    out = str(tmp_path / f"delta-{processes}-{micro}-{loss_agg}.pt")
+    if processes == 1:
+        import update_check
+        update_check.main(out, loss_agg, micro)
+    else:
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", str(processes),
+                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                   os.path.join(ROOT, "tests", "update_check.py"), out, loss_agg, str(micro)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": str(29500 + os.getpid() % 1000)}
+        result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
     return torch.load(out, weights_only=True)
 
 
@@ -105,14 +110,14 @@ def _update(tmp_path, processes, loss_agg, micro):
 def test_two_processes_make_the_same_update_as_one(loss_agg, tmp_path):
     """float32 sums in a different order differ by about 1e-7 relative; 1e-5 leaves a wide margin while a
     wrong normalisation (a factor of 2) or a missed gradient would fail by orders of magnitude."""
-    one, two = _update(tmp_path, 1, loss_agg, 2), _update(tmp_path, 2, loss_agg, 2)
+    one, two = update_deltas(tmp_path, 1, loss_agg, 2), update_deltas(tmp_path, 2, loss_agg, 2)
     assert any(d.abs().max() > 1e-4 for d in one)                 # the update is not trivially zero
     for a, b in zip(one, two):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
 
 def test_gradient_accumulation_1x8_equals_8x1(tmp_path):
-    whole, pieces = _update(tmp_path, 1, "token-mean", 8), _update(tmp_path, 1, "token-mean", 1)
+    whole, pieces = update_deltas(tmp_path, 1, "token-mean", 8), update_deltas(tmp_path, 1, "token-mean", 1)
     for a, b in zip(whole, pieces):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
