@@ -27,7 +27,9 @@ def score_tokens(model, tokenizer, samples, cfg, teacher: bool = False) -> list[
     The teacher is the same model on the privileged prompt followed by the identical response tokens.
     """
     device = next(model.parameters()).device
-    order = sorted(range(len(samples)), key=lambda i: len(samples[i].prompt_ids))  # similar lengths: less padding
+    # similar lengths share a micro-batch (less padding); the teacher's prompt also holds the skill text
+    order = sorted(range(len(samples)), key=lambda i: (len(samples[i].skill_text) if teacher else 0,
+                                                       len(samples[i].prompt_ids)))
     out = [None] * len(samples)
     for start in range(0, len(samples), cfg.micro_batch_size):
         rows = order[start:start + cfg.micro_batch_size]

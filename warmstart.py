@@ -1,17 +1,18 @@
-"""The embedded default model: a tiny agent warm-started offline by imitating the built-in expert.
+"""The embedded default model: a tiny agent warm-started offline by imitating a built-in expert.
 
 No machine here can download Qwen2.5, and a random tiny model cannot read a prompt, so RL on it shows
 nothing. Instead we build, once, and cache under `~/.cache/sdar/` (or `$SDAR_CACHE`):
-  1. demonstrations: expert episodes of a built-in environment, each turn rendered exactly as
-     `rollout.py` renders it, answered with `<think>..</think><action>expert action</action>`;
+  1. demonstrations: episodes of the searching expert (`envs/alfworld/explorer.py`), each turn
+     rendered exactly as `rollout.py` renders it, answered with `<think>..</think><action>..</action>`;
   2. a byte-level BPE tokenizer trained on that text, with a chat template;
-  3. a small Qwen2 model trained briefly by next-token prediction on the responses.
-The warm start is deliberately partial, so RL has room to improve it: in demonstrations *without*
-skills a fraction of the action labels is replaced by a random admissible action (the env still
-follows the expert), while demonstrations *with* the privileged skill text in front (the teacher's
-exact prompt format) keep clean labels. The model therefore learns to act better when it sees the
-skills, which is what makes its self-teacher better than its student, as for a real instruct model.
-It is saved with `save_pretrained` and loaded by the trainer like any hub model.
+  3. a small Qwen2 model trained briefly by next-token prediction on the responses (and, with a
+     smaller role, on the prompts: see `supervised_finetune`).
+The warm start is deliberately partial, so RL has room to improve it: the training is short, and in
+demonstrations *without* skills a fraction of the action labels is replaced by a random admissible
+action (the env still follows the expert), while demonstrations *with* the privileged skill text in
+front (the teacher's exact prompt format) keep clean labels, so the model can learn to act more
+surely when it sees the skills. It is saved with `save_pretrained` and loaded by the trainer like any
+hub model.
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ import torch
 
 from config import EMBEDDED_DEFAULTS
 
-VERSION = 2
+VERSION = 3
 RECIPES = {
-    # env: env kwargs, episodes, label noise without skills, share of episodes with skills, model shape, steps
-    "alfworld": dict(env_kwargs=json.loads(EMBEDDED_DEFAULTS["env_kwargs"]), episodes=600, noise=0.3,
-                     skill_share=0.5, shape="mini", steps=1500, batch_size=8, lr=3e-3, vocab_size=1500,
-                     history_length=EMBEDDED_DEFAULTS["history_length"], detours=2),
+    # env: env kwargs, episodes, label noise without skills, share of episodes with skills, model shape,
+    # SFT steps, weight of the prompt loss, batch size, learning rate, tokenizer vocabulary, prompt format
+    "alfworld": dict(env_kwargs=json.loads(EMBEDDED_DEFAULTS["env_kwargs"]), episodes=600, noise=0.15,
+                     skill_share=0.5, shape="mini", steps=1500, prompt_weight=1.0, batch_size=8, lr=3e-3,
+                     vocab_size=1500, history_length=EMBEDDED_DEFAULTS["history_length"],
+                     max_turns=EMBEDDED_DEFAULTS["max_turns"]),
 }
 
 
@@ -41,14 +44,15 @@ def cache_root() -> str:
 
 
 def demonstrations(env_name: str, episodes: int, noise: float, skill_share: float, seed: int,
-                   env_kwargs: dict, history_length: int, detours: int = 0) -> list[dict]:
+                   env_kwargs: dict, history_length: int, max_turns: int) -> list[dict]:
     """Turns of expert episodes: {message, skill, action}; `skill` is "" for student-format turns.
 
-    The expert knows where the target is; the student cannot. So each episode first visits up to
-    `detours` wrong places (executed, not imitated: those turns are labelled with the expert's first
-    move), which teaches the model to keep looking instead of stalling after a wrong guess.
-    """
+    The expert is `envs.alfworld.explorer`: it knows the task sentence but not where things are, so
+    every action it takes can be inferred from what the prompt shows (the generator's direct plan
+    could not: it walks straight to a hidden object). The environment always follows the expert;
+    only the imitated label is replaced by noise."""
     from envs import env_module, make_env
+    from envs.alfworld.explorer import explorer
     from envs.skills import load_skills, retrieve_skills
 
     rng, noise_rng = random.Random(seed), random.Random(seed + 1)   # the noise never changes the episodes
@@ -58,13 +62,11 @@ def demonstrations(env_name: str, episodes: int, noise: float, skill_share: floa
         observation, info = env.reset(seed=rng.randrange(2**31), split="train")
         with_skill = rng.random() < skill_share
         skill = retrieve_skills(skills, module.skill_category(info["task_description"]))[0] if with_skill else ""
-        plan = env.privileged()["expert_plan"]
-        wrong = [a for a in info.get("admissible_actions") or [] if a.startswith("go to ") and a != plan[0]]
-        executed = rng.sample(wrong, min(len(wrong), rng.randint(0, detours))) + list(plan)
-        labels = [plan[0]] * (len(executed) - len(plan)) + list(plan)
+        act = explorer(env.privileged()["goal"], rng)
         history = []
-        for action, label in zip(executed, labels):
+        for _ in range(max_turns):
             message = env.render_prompt(observation, history, info, history_length)
+            action = label = act(observation, info)
             admissible = info.get("admissible_actions") or []
             if not with_skill and admissible and noise_rng.random() < noise:
                 label = noise_rng.choice(admissible)
@@ -88,12 +90,32 @@ def render_example(tokenizer, turn: dict) -> tuple[list[int], list[int]]:
     return prompt_ids, response_ids
 
 
-def supervised_finetune(model, examples, steps: int, batch_size: int, lr: float, seed: int, log_every: int = 50):
-    """Next-token loss on the response tokens only; returns the list of (step, loss).
+def sft_loss(model, input_ids, attention_mask, response_mask, prompt_weight: float):
+    """L = mean_response(-log p) + prompt_weight * mean_prompt(-log p); returns (L, response term).
 
-    Each step trains on one bucket of examples of similar length (drawn at random), so little compute
-    goes into padding."""
-    from opsd import pack_batch, token_logprobs
+    input_ids, attention_mask `(B, P+T)` and response_mask `(B, T)` as `opsd.pack_batch` lays them out
+    (left-padded prompts). A prompt's first token has no context and is not predicted."""
+    from opsd import token_logprobs
+
+    T = response_mask.shape[1]
+    logp, _ = token_logprobs(model, input_ids, attention_mask, input_ids.shape[1] - 1, chunk_size=None)  # (B, P+T-1)
+    prompt_mask = (attention_mask[:, 1:-T] * attention_mask[:, :-T - 1]).to(logp.dtype)  # (B, P-1) real token after a real one
+    response_loss = -(logp[:, -T:] * response_mask).sum() / response_mask.sum()
+    prompt_loss = -(logp[:, :-T] * prompt_mask).sum() / prompt_mask.sum().clamp(min=1)
+    return response_loss + prompt_weight * prompt_loss, response_loss
+
+
+def supervised_finetune(model, examples, steps: int, batch_size: int, lr: float, seed: int,
+                        prompt_weight: float = 0.0, log_every: int = 50):
+    """Next-token loss on the responses (plus `prompt_weight` x the loss on the prompts); returns
+    the list of (step, response loss).
+
+    Why the prompt term: acting means copying an admissible action from the prompt, and a tiny model
+    learns to copy (an induction head) only after many steps when it sees the ~15 response tokens
+    alone; the prompts repeat names all over (task, observations, action list), so predicting them
+    too makes the copying circuit appear several times sooner. Each step trains on one bucket of
+    examples of similar length (drawn at random), so little compute goes into padding."""
+    from opsd import pack_batch
 
     generator = random.Random(seed)
     by_length = sorted(examples, key=lambda e: len(e[0]) + len(e[1]))
@@ -105,15 +127,14 @@ def supervised_finetune(model, examples, steps: int, batch_size: int, lr: float,
     for step in range(steps):
         batch = generator.choice(buckets)
         ids, attn, mask = pack_batch([p for p, _ in batch], [r for _, r in batch], pad_id=0)
-        logp, _ = token_logprobs(model, ids, attn, mask.shape[1], chunk_size=None)  # (B, T)
-        loss = -(logp * mask).sum() / mask.sum()
+        loss, response_loss = sft_loss(model, ids, attn, mask, prompt_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
         if step % log_every == 0 or step == steps - 1:
-            history.append((step, loss.item()))
+            history.append((step, response_loss.item()))
     return history
 
 
@@ -125,14 +146,15 @@ def build_embedded_model(env_name: str, out_dir: str, seed: int = 0, **overrides
     start = time.perf_counter()
     torch.manual_seed(seed)
     turns = demonstrations(env_name, recipe["episodes"], recipe["noise"], recipe["skill_share"], seed,
-                           recipe["env_kwargs"], recipe["history_length"], recipe["detours"])
+                           recipe["env_kwargs"], recipe["history_length"], recipe["max_turns"])
     corpus = [t["message"] for t in turns] + [t["skill"] for t in turns if t["skill"]]
     corpus += [f"<think>ok</think><action>{t['action']}</action>" for t in turns]
     tokenizer = build_tokenizer(corpus, vocab_size=recipe["vocab_size"],
                                 extra_tokens=("<think>", "</think>", "<action>", "</action>"))
     examples = [render_example(tokenizer, t) for t in turns]
     model = tiny_model(tokenizer, shape=recipe["shape"], seed=seed)
-    losses = supervised_finetune(model, examples, recipe["steps"], recipe["batch_size"], recipe["lr"], seed)
+    losses = supervised_finetune(model, examples, recipe["steps"], recipe["batch_size"], recipe["lr"], seed,
+                                 recipe["prompt_weight"])
     model.eval()
     summary = {"version": VERSION, "env": env_name, "recipe": recipe, "turns": len(turns),
                "parameters": sum(p.numel() for p in model.parameters()), "losses": losses,

@@ -56,7 +56,7 @@ def test_saved_folder_loads_with_from_pretrained(built):
 def test_demonstrations_are_admissible_and_noisy_only_without_skills():
     def labels(noise):
         return warmstart.demonstrations("alfworld", 40, noise=noise, skill_share=0.5, seed=1,
-                                        env_kwargs={"room_size": "small"}, history_length=2, detours=2)
+                                        env_kwargs={"room_size": "small"}, history_length=2, max_turns=15)
     clean, noisy = labels(0.0), labels(1.0)
     for turns in (clean, noisy):
         assert all(t["action"] in t["message"].split("Admissible actions: ")[1] for t in turns)
@@ -91,3 +91,28 @@ def test_from_pretrained_gives_back_the_trained_tokenizer(tmp_path):
     loaded = AutoTokenizer.from_pretrained(tmp_path)
     for sample in (text, "go to sinkbasin 1, open drawer 10", "中文 \t\n<action>"):
         assert loaded(sample)["input_ids"] == tokenizer(sample)["input_ids"]
+
+
+@pytest.mark.parametrize("prompt_weight", [0.0, 0.5])
+def test_sft_loss_matches_a_hand_computation_on_ragged_rows(prompt_weight):
+    import torch
+
+    from opsd import pack_batch
+    from tinymodel import build_tokenizer, tiny_model
+    tokenizer = build_tokenizer(["go to fridge 1, take egg 2 from fridge 1"] * 20, vocab_size=300)
+    model = tiny_model(tokenizer, seed=0).double()
+    prompts, responses = [[5, 6, 7, 8, 9], [10, 11]], [[12, 13, 14], [15]]
+    ids, attn, mask = pack_batch(prompts, responses, pad_id=0)
+    loss, response_loss = warmstart.sft_loss(model, ids, attn, mask, prompt_weight)
+    prompt_terms, response_terms = [], []
+    for prompt, response in zip(prompts, responses):     # each row alone, no padding
+        row = torch.tensor([prompt + response])
+        logp = torch.log_softmax(model(row).logits[0, :-1], -1).gather(-1, row[0, 1:, None])[:, 0]
+        prompt_terms += (-logp[:len(prompt) - 1]).tolist()
+        response_terms += (-logp[len(prompt) - 1:]).tolist()
+    expected_response = sum(response_terms) / len(response_terms)            # 4 response tokens
+    expected = expected_response + prompt_weight * sum(prompt_terms) / len(prompt_terms)  # 5 prompt targets
+    assert response_loss.item() == pytest.approx(expected_response, rel=1e-6)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
