@@ -199,7 +199,7 @@ CHOICES = {
     "report_to": ("none", "tensorboard", "wandb"), "method": tuple(METHODS),
 }
 # `python train.py` on the embedded tiny agent: the same algorithm, sized for a 2-core CPU (about
-# 10 minutes): small rooms, the two shortest task types, one history step, short responses, fewer and
+# 7 minutes): small rooms, the two shortest task types, one history step, short responses, fewer and
 # smaller batches, and a larger lr than the paper's 1e-6 because the model has half a million
 # parameters. warmstart.py trains the agent on these same env settings.
 EMBEDDED_DEFAULTS = dict(

@@ -5,8 +5,8 @@ nothing. Instead we build, once, and cache under `~/.cache/sdar/` (or `$SDAR_CAC
   1. demonstrations: episodes of the searching expert (`envs/alfworld/explorer.py`), each turn
      rendered exactly as `rollout.py` renders it, answered with `<think>..</think><action>..</action>`;
   2. a byte-level BPE tokenizer trained on that text, with a chat template;
-  3. a small Qwen2 model trained briefly by next-token prediction on the responses (and, with a
-     smaller role, on the prompts: see `supervised_finetune`).
+  3. a small Qwen2 model trained briefly by next-token prediction on the responses and, with equal
+     weight, on the prompts (why: see `supervised_finetune`).
 The warm start is deliberately partial, so RL has room to improve it: the training is short, and in
 demonstrations *without* skills a fraction of the action labels is replaced by a random admissible
 action (the env still follows the expert), while demonstrations *with* the privileged skill text in

@@ -30,7 +30,6 @@ def explorer(goal: dict, rng: random.Random):
     memory = {"at": None, "held": None, "changed": False, "dest": None}
     placed: list[str] = []
     visited: set[str] = set()
-    opened: set[str] = set()
     seen: dict[str, str] = {}  # object name -> receptacle where it was last seen
 
     def go(target: str) -> str:
@@ -39,12 +38,13 @@ def explorer(goal: dict, rng: random.Random):
         return f"go to {target}"
 
     def go_to_kind(receptacle_kind: str, places: list[str]) -> str:
-        if memory["dest"] is None or receptacle_kind != dest:
-            choice = rng.choice([p for p in places if kind(p) == receptacle_kind] or places)
-            if receptacle_kind != dest:
-                return go(choice)
+        """Any receptacle of that kind; the destination, once chosen, stays (two-object tasks)."""
+        if receptacle_kind == dest and memory["dest"] is not None:
+            return go(memory["dest"])
+        choice = rng.choice([p for p in places if kind(p) == receptacle_kind] or places)
+        if receptacle_kind == dest:
             memory["dest"] = choice
-        return go(memory["dest"])
+        return go(choice)
 
     def search(target_kind: str, places: list[str]) -> str:
         known = [where for name, where in seen.items()
@@ -77,8 +77,7 @@ def explorer(goal: dict, rng: random.Random):
                 memory["held"] = None
                 memory["dest"] = move[0].rsplit(" to ", 1)[1]
                 return move[0]
-            if at is not None and kind(at) == dest and f"open {at}" in actions:
-                opened.add(at)
+            if at is not None and kind(at) == dest and f"open {at}" in actions:   # admissible only while closed
                 return f"open {at}"
             return go_to_kind(dest, places)
         take = [a for a in actions if a.startswith("take ")
@@ -88,8 +87,7 @@ def explorer(goal: dict, rng: random.Random):
             memory["held"] = take[0][5:].split(" from ")[0]
             seen.pop(memory["held"], None)
             return take[0]
-        if at is not None and f"open {at}" in actions and at not in opened:
-            opened.add(at)
+        if at is not None and f"open {at}" in actions:
             return f"open {at}"
         return search(obj, places) if places else "look"
 
