@@ -76,6 +76,24 @@ def clean_partial(output_dir: str) -> None:
                 shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
 
+RUN_FILES = ("checkpoints", "final", "metrics.jsonl", "curves.png", "config.json")
+
+
+def earlier_run(output_dir: str) -> list[str]:
+    """The files of an earlier run in output_dir (empty when it holds none): a fresh run would replace them."""
+    return [name for name in RUN_FILES if os.path.exists(os.path.join(output_dir, name))]
+
+
+def delete_run(output_dir: str) -> None:
+    """Delete an earlier run's files (only on request: `--overwrite true`)."""
+    for name in earlier_run(output_dir):
+        path = os.path.join(output_dir, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+
+
 def latest_checkpoint(output_dir: str) -> str | None:
     found = list_checkpoints(output_dir)
     return found[-1] if found else None

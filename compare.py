@@ -47,7 +47,7 @@ def eval_curve(output_dir: str) -> list[tuple[int, float]]:
 def run_one(method: str, seed: int, runs_dir: str, extra: list[str], threads: int) -> dict:
     output_dir = os.path.join(runs_dir, f"{method}-seed{seed}")
     command = [sys.executable, os.path.join(ROOT, "train.py"), "--method", method, "--seed", str(seed),
-               "--output_dir", output_dir, "--plot", "false", *extra]
+               "--output_dir", output_dir, "--overwrite", "true", "--plot", "false", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
     start = time.perf_counter()
     os.makedirs(output_dir, exist_ok=True)

@@ -140,7 +140,8 @@ def train(cfg: TrainConfig) -> dict:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from checkpoint import clean_partial, latest_checkpoint, load_optimizer_state, load_trainer_state, save_checkpoint
+    from checkpoint import (clean_partial, delete_run, earlier_run, latest_checkpoint, load_optimizer_state,
+                            load_trainer_state, save_checkpoint)
     from envs import make_env
     from envs.skills import UCBSkillBandit
     from grpo import group_advantages
@@ -152,6 +153,13 @@ def train(cfg: TrainConfig) -> dict:
                               log_with=None if cfg.report_to == "none" else cfg.report_to, project_dir=cfg.output_dir)
     validate(cfg, accelerator.num_processes)
     world, rank = accelerator.num_processes, accelerator.process_index
+    previous = [] if cfg.resume else earlier_run(cfg.output_dir)
+    if previous and not cfg.overwrite:           # refused before anything is written: the old run stays whole
+        raise ConfigError(f"output_dir: {cfg.output_dir} holds an earlier run ({', '.join(previous)}); pass "
+                          "--resume true to continue it, --overwrite true to replace it, or another --output_dir")
+    accelerator.wait_for_everyone()              # every process has looked before the main one deletes
+    if previous and accelerator.is_main_process:
+        delete_run(cfg.output_dir)
     os.makedirs(cfg.output_dir, exist_ok=True)
     resume_from = latest_checkpoint(cfg.output_dir) if cfg.resume else None
     if cfg.resume and accelerator.is_main_process:
@@ -265,13 +273,15 @@ def train(cfg: TrainConfig) -> dict:
             metrics.update(per_type)
         metrics["perf/iter_s"] = time.perf_counter() - t0
         done = iteration + 1
-        if (cfg.eval_every > 0 and done % cfg.eval_every == 0) or done == cfg.iterations:
+        evaluate_now = (cfg.eval_every > 0 and done % cfg.eval_every == 0) or done == cfg.iterations
+        if evaluate_now:
             metrics.update(run_eval(model, tokenizer, accelerator, cfg, eval_envs, panel, skill_fn, done))
             history.append({"iteration": done, **{k: v for k, v in metrics.items() if k.startswith("eval/")}})
             if metrics["eval/success"] > best["eval/success"]:
                 best = {"eval/success": metrics["eval/success"], "iteration": done}
-            logger.plot()
         logger.log(done, metrics)
+        if evaluate_now:                        # after the row is written, so the curve includes it
+            logger.plot()
         progress.set_postfix(reward=f"{metrics['train/reward']:.2f}", success=f"{metrics['train/success']:.2f}",
                              eval=f"{history[-1]['eval/success']:.2f}" if history else "-")
         if done % cfg.save_every == 0 or done == cfg.iterations:

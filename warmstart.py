@@ -28,11 +28,11 @@ import torch
 
 from config import EMBEDDED_DEFAULTS
 
-VERSION = 3
+VERSION = 4
 RECIPES = {
     # env: env kwargs, episodes, label noise without skills, share of episodes with skills, model shape,
     # SFT steps, weight of the prompt loss, batch size, learning rate, tokenizer vocabulary, prompt format
-    "alfworld": dict(env_kwargs=json.loads(EMBEDDED_DEFAULTS["env_kwargs"]), episodes=600, noise=0.15,
+    "alfworld": dict(env_kwargs=json.loads(EMBEDDED_DEFAULTS["env_kwargs"]), episodes=600, noise=0.45,
                      skill_share=0.5, shape="mini", steps=1500, prompt_weight=1.0, batch_size=8, lr=3e-3,
                      vocab_size=1500, history_length=EMBEDDED_DEFAULTS["history_length"],
                      max_turns=EMBEDDED_DEFAULTS["max_turns"]),

@@ -298,6 +298,28 @@ def test_resume_from_a_damaged_checkpoint_gives_one_line_and_exit_2(damage, stra
     assert not os.path.exists(os.path.join(out, "config.json"))
 
 
+def file_digests(folder):
+    """{relative path: sha256} of every file under folder."""
+    import hashlib
+    return {os.path.relpath(path, folder): hashlib.sha256(open(path, "rb").read()).hexdigest()
+            for path in glob.glob(os.path.join(folder, "**"), recursive=True) if os.path.isfile(path)}
+
+
+def test_a_fresh_run_into_an_earlier_run_is_refused_until_overwrite(straight, model_dir, tmp_path):
+    """Without --resume or --overwrite the earlier run stays byte for byte; --overwrite replaces all of it."""
+    from checkpoint import list_checkpoints
+    out = str(tmp_path / "run")
+    shutil.copytree(straight, out)
+    before = file_digests(out)
+    line = one_line_exit_2(THREE + ["--model", model_dir, "--output_dir", out])
+    assert "holds an earlier run" in line and "--resume true" in line and "--overwrite true" in line
+    assert file_digests(out) == before
+    result = run_train(THREE + ["--model", model_dir, "--output_dir", out, "--iterations", "1", "--overwrite", "true"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [row["iteration"] for row in read_metrics(out)] == [1]
+    assert [os.path.basename(path) for path in list_checkpoints(out)] == ["iter_000001"]
+
+
 @pytest.mark.parametrize("other", [dict(shape="small"), dict(vocab_size=600)])   # more tensors; same, other shapes
 def test_optimizer_state_of_another_model_raises_checkpoint_error(other, straight, tiny_model_factory):
     """Resuming with other model settings must fail on load, not with a shape error at the first step."""
