@@ -1,6 +1,6 @@
 """GRPO vs GRPO+OPSD (beta 0) vs SDAR over several seeds, on one fixed evaluation panel.
 
-    python compare.py                                   # embedded agent, CPU, 3 seeds (about 20 min on 2 cores)
+    python compare.py                                   # embedded agent, CPU, 3 seeds (about 25 min on 2 cores)
     python compare.py --seeds 0,1,2,3,4 --jobs 4 -- --model Qwen/Qwen2.5-0.5B-Instruct --config configs/alfworld.yaml
 
 Each (method, seed) is one `train.py` run in a subprocess (flags after `--` go to every run). All runs

@@ -205,7 +205,7 @@ CHOICES = {
 # smaller batches, and a larger lr than the paper's 1e-6 because the model has half a million
 # parameters. warmstart.py trains the agent on these same env settings. Evaluation samples at the
 # rollout temperature (1.0, the policy RL optimises), not the paper's 0.4: at 0.4 the tiny agent's
-# deliberate label noise vanishes and only errors RL fixes slowly at this budget are left (README).
+# deliberate label noise mostly vanishes, and at this budget RL does not gain there (measured: README).
 EMBEDDED_DEFAULTS = dict(
     output_dir="runs/embedded",
     env_kwargs=json.dumps({"room_size": "small", "num_receptacles": [3, 4], "num_distractors": [0, 1],
