@@ -305,7 +305,8 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run training. Bad input (flags, YAML, values, model path, checkpoint files) ends in one `error:`
+    """Run training. Bad input (flags, YAML, values, model path, checkpoint files, an earlier run in
+    output_dir, a real benchmark that is not set up) ends in one `error:`
     line on stderr and exit code 2, before anything heavy is loaded where possible; a run stopped by
     non-finite updates or an unreachable retriever ends in one `error:` line and exit code 1."""
     import contextlib
@@ -314,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
 
     from checkpoint import CheckpointError
+    from envs.base import EnvSetupError
     from envs.search.retriever import RetrieverError
 
     try:
@@ -334,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(parser_output.getvalue())
         validate(cfg)                           # fails before anything heavy is loaded
         train(cfg)
-    except (ConfigError, CheckpointError) as error:
+    except (ConfigError, CheckpointError, EnvSetupError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except (FloatingPointError, RetrieverError) as error:

@@ -22,6 +22,15 @@ from __future__ import annotations
 import re
 from typing import Protocol
 
+class EnvSetupError(RuntimeError):
+    """A real benchmark that is not set up here (no game files, no checkout): bad input, so train.py
+    reports it in one line with exit code 2."""
+
+
+class MissingPackageError(EnvSetupError, ImportError):
+    """A package a real benchmark needs is not installed (also an ImportError, for code that catches those)."""
+
+
 INFO_KEYS = (
     "won",                 # bool: the task is solved
     "score",               # float: the benchmark's raw score (ALFWorld won, WebShop purchase score, EM)

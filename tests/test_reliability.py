@@ -298,6 +298,25 @@ def test_resume_from_a_damaged_checkpoint_gives_one_line_and_exit_2(damage, stra
     assert not os.path.exists(os.path.join(out, "config.json"))
 
 
+@pytest.mark.parametrize("data", ["unset", "empty folder"])
+def test_a_real_alfworld_that_is_not_set_up_gives_one_line_and_exit_2(data, model_dir, tmp_path):
+    """No ALFWORLD_DATA fails when the env is built (before the model); a folder without games fails at
+    the first reset, after the model loaded: either way an error line that says what to run, no traceback."""
+    pytest.importorskip("alfworld")             # without the package, validate() refuses earlier (tested above)
+    env = {k: v for k, v in os.environ.items() if k != "ALFWORLD_DATA"}
+    if data == "empty folder":
+        env["ALFWORLD_DATA"] = str(tmp_path / "data")
+    args = FAST + ["--model", model_dir, "--output_dir", str(tmp_path / "run"), "--env_backend", "real"]
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py")] + args, cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    if data == "unset":
+        assert len(lines) == 1, result.stderr[-3000:]   # nothing loaded, nothing printed before it
+    needle = "ALFWORLD_DATA" if data == "unset" else "no ALFWorld games"
+    assert lines[-1].startswith("error: ") and needle in lines[-1]
+
+
 def file_digests(folder):
     """{relative path: sha256} of every file under folder."""
     import hashlib

@@ -22,6 +22,7 @@ import random
 import sys
 
 from envs.alfworld import prompts, skill_category
+from envs.base import EnvSetupError, MissingPackageError
 
 # our split name -> the `train_eval` mode under which AlfredTWEnv reads that split's folder
 _TRAIN_EVAL_MODE = {"train": "train", "valid_seen": "eval_in_distribution",
@@ -35,8 +36,8 @@ def _import_alfworld():
         from alfworld.agents.environment import alfred_tw_env
         from textworld.envs import wrappers
     except ImportError as err:
-        raise ImportError("the real ALFWorld backend needs the alfworld package: "
-                          "pip install alfworld==0.4.2") from err
+        raise MissingPackageError("the real ALFWorld backend needs the alfworld package: "
+                                  "pip install alfworld==0.4.2") from err
     return textworld, alfred_tw_env, wrappers
 
 
@@ -82,9 +83,9 @@ class RealAlfWorld:
         self.max_steps = int(max_steps)
         data_path = data_path or os.environ.get("ALFWORLD_DATA")
         if not data_path:
-            raise RuntimeError("RealAlfWorld needs game files: set ALFWORLD_DATA (after alfworld-download) "
-                               "or pass data_path=; built-in tasks can be exported with "
-                               "python -m envs.alfworld.export --root DIR")
+            raise EnvSetupError("RealAlfWorld needs game files: set ALFWORLD_DATA (after alfworld-download) "
+                                "or pass data_path=; built-in tasks can be exported with "
+                                "python -m envs.alfworld.export --root DIR")
         self.data_path = os.path.expandvars(os.path.expanduser(data_path))
         textworld, alfred_tw_env, wrappers = _import_alfworld()
         request = textworld.EnvInfos(won=True, admissible_commands=True, extras=["gamefile"])
@@ -104,8 +105,8 @@ class RealAlfWorld:
         if split not in self._files:
             files = collect_game_files(self.data_path, split)
             if not files:
-                raise RuntimeError(f"no ALFWorld games under {self.data_path}/json_2.1.1/{split}: run "
-                                   "alfworld-download, or python -m envs.alfworld.export --root DIR")
+                raise EnvSetupError(f"no ALFWorld games under {self.data_path}/json_2.1.1/{split}: run "
+                                    "alfworld-download, or python -m envs.alfworld.export --root DIR")
             self._files[split] = files
         return self._files[split]
 

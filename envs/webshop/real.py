@@ -20,6 +20,7 @@ import os
 import random
 import sys
 
+from envs.base import EnvSetupError, MissingPackageError
 from envs.webshop import skill_category
 from envs.webshop.prompts import parse_action, render_prompt, split_action
 
@@ -37,18 +38,19 @@ def load_text_env_class(webshop_path: str | None = None):
     """Import `WebAgentTextEnv` from a WebShop checkout, or say exactly what is missing."""
     path = webshop_path or os.environ.get("WEBSHOP_PATH")
     if not path:
-        raise RuntimeError(
+        raise EnvSetupError(
             "RealWebShop needs a WebShop checkout: clone https://github.com/princeton-nlp/WebShop, run its "
             "setup.sh, then pass webshop_path=... or set WEBSHOP_PATH. Use backend 'builtin' to train without it.")
     path = os.path.abspath(os.path.expanduser(path))
     if not os.path.isdir(os.path.join(path, "web_agent_site")):
-        raise RuntimeError(f"webshop_path={path!r} has no web_agent_site folder; point it at the WebShop checkout root.")
+        raise EnvSetupError(f"webshop_path={path!r} has no web_agent_site folder; "
+                            "point it at the WebShop checkout root.")
     if path not in sys.path:
         sys.path.insert(0, path)
     try:
         module = importlib.import_module("web_agent_site.envs.web_agent_text_env")
     except ImportError as error:
-        raise ImportError(
+        raise MissingPackageError(
             f"Could not import WebShop's text environment from {path}: {error}. Install the checkout's "
             "requirements (pip install -r requirements.txt: gym, flask, beautifulsoup4, pyserini, spacy, "
             "thefuzz, rich) and the spaCy model (python -m spacy download en_core_web_lg).") from error
