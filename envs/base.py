@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from typing import Protocol
 
+
 class EnvSetupError(RuntimeError):
     """A real benchmark that is not set up here (no game files, no checkout): bad input, so train.py
     reports it in one line with exit code 2."""

@@ -4,6 +4,7 @@ aggregation. Faults come from tests/fault_run.py, which patches modules before t
 
 import ast
 import glob
+import hashlib
 import inspect
 import json
 import os
@@ -299,16 +300,14 @@ def test_resume_from_a_damaged_checkpoint_gives_one_line_and_exit_2(damage, stra
 
 
 @pytest.mark.parametrize("data", ["unset", "empty folder"])
-def test_a_real_alfworld_that_is_not_set_up_gives_one_line_and_exit_2(data, model_dir, tmp_path):
+def test_a_real_alfworld_that_is_not_set_up_gives_one_line_and_exit_2(data, model_dir, tmp_path, monkeypatch):
     """No ALFWORLD_DATA fails when the env is built (before the model); a folder without games fails at
     the first reset, after the model loaded: either way an error line that says what to run, no traceback."""
     pytest.importorskip("alfworld")             # without the package, validate() refuses earlier (tested above)
-    env = {k: v for k, v in os.environ.items() if k != "ALFWORLD_DATA"}
+    monkeypatch.delenv("ALFWORLD_DATA", raising=False)
     if data == "empty folder":
-        env["ALFWORLD_DATA"] = str(tmp_path / "data")
-    args = FAST + ["--model", model_dir, "--output_dir", str(tmp_path / "run"), "--env_backend", "real"]
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py")] + args, cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=300)
+        monkeypatch.setenv("ALFWORLD_DATA", str(tmp_path / "data"))
+    result = run_train(FAST + ["--model", model_dir, "--output_dir", str(tmp_path / "run"), "--env_backend", "real"])
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
     lines = result.stderr.strip().splitlines()
     if data == "unset":
@@ -319,7 +318,6 @@ def test_a_real_alfworld_that_is_not_set_up_gives_one_line_and_exit_2(data, mode
 
 def file_digests(folder):
     """{relative path: sha256} of every file under folder."""
-    import hashlib
     return {os.path.relpath(path, folder): hashlib.sha256(open(path, "rb").read()).hexdigest()
             for path in glob.glob(os.path.join(folder, "**"), recursive=True) if os.path.isfile(path)}
 
