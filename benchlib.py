@@ -89,8 +89,8 @@ def train_worker(args, checkpointing: bool, emit, forwards: bool = True) -> None
     which are reported when `forwards` (gradient checkpointing does not change them)."""
     from config import TrainConfig, resolve
     from envs.skills import load_skills
-    from rollout import StepSample
-    from update import micro_step_loss, score_tokens
+    from opsd import pack_batch, teacher_inputs
+    from update import Experience, micro_step_loss, score_tokens
 
     device = torch.device(args.device)
     tokenizer, model = load(args.model, device, torch.float32)
@@ -100,30 +100,33 @@ def train_worker(args, checkpointing: bool, emit, forwards: bool = True) -> None
     generator = torch.Generator().manual_seed(0)
     prompts, responses = random_prompts(tokenizer, B, P, generator), random_prompts(tokenizer, B, T, generator)
     skill = load_skills("alfworld")["general"]
-    samples = [StepSample(prompt_ids=p, response_ids=r, user_message=tokenizer.decode(p), group_id=0, traj_id=i,
-                          turn=0, valid=True, task_type="bench", skill_text=skill, skill_category="general")
-               for i, (p, r) in enumerate(zip(prompts, responses))]
     cfg = resolve(TrainConfig(micro_batch_size=B, mini_batch_size=B, max_prompt_length=max(2048, P),
                               logprob_chunk_size=args.chunk_size, gradient_checkpointing=checkpointing))
+    input_ids, attention_mask, response_mask = pack_batch(prompts, responses, tokenizer.pad_token_id)    # (B, P+T)
+    teacher_ids, teacher_mask, _ = teacher_inputs(tokenizer, [tokenizer.decode(p) for p in prompts], responses,
+                                                  [skill] * B, cfg.teacher_context, cfg.max_prompt_length)
     common = dict(section="train", checkpointing="on" if checkpointing else "off", batch=B, seq_len=P + T)
     logps = {}
-    for name, teacher in (("old_logp", False), ("teacher_logp", True)):
+
+    def score(ids, mask, rows):
+        return score_tokens(model, ids, mask, response_mask, rows, cfg.micro_batch_size, cfg.logprob_chunk_size)
+
+    for name, ids, mask in (("old_logp", input_ids, attention_mask), ("teacher_logp", teacher_ids, teacher_mask)):
         before = reset_peak(device)
         with autocast(device):
-            score_tokens(model, tokenizer, samples[:1], cfg, teacher)             # warm-up
-            logps[name], seconds = timed(lambda: score_tokens(model, tokenizer, samples, cfg, teacher), device)
+            score(ids, mask, [0])                                                 # warm-up
+            logps[name], seconds = timed(lambda: score(ids, mask, list(range(B))), device)  # noqa: B023
         if forwards:
             emit(dict(common, variant=name, seconds=seconds, tok_s=B * (P + T) / seconds, **peak(device, before)))
-    batch = dict(advantages=torch.randn(B, generator=generator), old_logp=logps["old_logp"],
-                 ref_logp=logps["old_logp"], teacher_logp=logps["teacher_logp"], prompt_ids=prompts,
-                 response_ids=responses, row_mask=torch.ones(B), user_messages=[s.user_message for s in samples],
-                 skill_texts=[skill] * B)
+    experience = Experience(input_ids, attention_mask, response_mask, teacher_ids, teacher_mask,
+                            torch.randn(B, generator=generator), logps["old_logp"], logps["old_logp"],
+                            logps["teacher_logp"]).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-7)
     model.train()
 
     def micro_step():
         with autocast(device):
-            loss, _, _ = micro_step_loss(model, tokenizer, batch, cfg, float(B * T))
+            loss, _ = micro_step_loss(model, experience, experience.response_mask, cfg, float(B * T))
         loss.backward()
         return float(loss)
 

@@ -76,7 +76,7 @@ def clean_partial(output_dir: str) -> None:
                 shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
 
-RUN_FILES = ("checkpoints", "final", "metrics.jsonl", "curves.png", "config.json")
+RUN_FILES = ("checkpoints", "final", "metrics.jsonl", "gate_hist.jsonl", "curves.png", "config.json")
 
 
 def earlier_run(output_dir: str) -> list[str]:
@@ -92,6 +92,45 @@ def delete_run(output_dir: str) -> None:
             shutil.rmtree(path)
         else:
             os.remove(path)
+
+
+def check_output_dir(cfg) -> str | None:
+    """Before anything is built: refuse a fresh run into an earlier run's folder (it stays whole) unless
+    `overwrite` says to replace it; returns the checkpoint to resume from (None for a fresh run)."""
+    if cfg.resume:
+        return latest_checkpoint(cfg.output_dir)
+    previous = earlier_run(cfg.output_dir)
+    if previous and not cfg.overwrite:
+        from config import ConfigError
+        raise ConfigError(f"output_dir: {cfg.output_dir} holds an earlier run ({', '.join(previous)}); pass "
+                          "--resume true to continue it, --overwrite true to replace it, or another --output_dir")
+    return None
+
+
+def start_output_dir(cfg, accelerator) -> None:
+    """Once the envs and the model are built: delete the earlier run `overwrite` replaces, remove what an
+    interrupted checkpoint write left, and write config.json, so a setup error writes nothing."""
+    import dataclasses
+
+    accelerator.wait_for_everyone()              # every process has looked before the main one deletes
+    if accelerator.is_main_process:
+        if not cfg.resume:
+            delete_run(cfg.output_dir)
+        os.makedirs(cfg.output_dir, exist_ok=True)
+        clean_partial(cfg.output_dir)
+        with open(os.path.join(cfg.output_dir, "config.json"), "w") as handle:
+            json.dump(dataclasses.asdict(cfg), handle, indent=1)
+    accelerator.wait_for_everyone()
+
+
+def save_on_all(accelerator, output_dir: str, iteration: int, model, tokenizer, optimizer, scheduler, state: dict,
+                keep: int) -> None:
+    """`save_checkpoint` from the main process, every process waiting for it (collective-safe)."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_checkpoint(output_dir, iteration, accelerator.unwrap_model(model), tokenizer, optimizer, scheduler,
+                        state, keep)
+    accelerator.wait_for_everyone()
 
 
 def latest_checkpoint(output_dir: str) -> str | None:

@@ -22,8 +22,11 @@ import types
 import typing
 from dataclasses import dataclass
 
-AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
-
+from envs import BACKENDS
+from envs.skills import RETRIEVAL_MODES
+from gate import GATES
+from grpo import AGG_MODES
+from opsd import DIVERGENCES, TEACHER_CONTEXTS
 
 class ConfigError(ValueError):
     """A configuration problem, reported in one line with exit code 2."""
@@ -108,6 +111,8 @@ class TrainConfig:
     """Put the skills into the student's training prompt (Skill-GRPO)."""
     eval_with_skills: bool = False
     """Show the skills at evaluation too (the Skill-GRPO* row)."""
+    eval_teacher: bool = True
+    """Before training, also evaluate the teacher (same weights, skills shown): eval/teacher_* in row 0."""
 
     iterations: int = 150
     """Training iterations (rollout + update)."""
@@ -195,10 +200,9 @@ METHODS = {
     "rlsd": dict(rlsd_lam=0.5),
 }
 CHOICES = {
-    "env_backend": ("builtin", "real"), "gate": ("gap", "entropy", "soft_or"),
-    "divergence": ("sampled", "reverse_kl", "forward_kl", "jsd"), "teacher_context": ("prefix", "in_prompt"),
-    "skill_retrieval": ("keyword", "full", "random", "ucb"), "loss_agg": AGG_MODES,
-    "report_to": ("none", "tensorboard", "wandb"), "method": tuple(METHODS),
+    "env_backend": BACKENDS, "gate": GATES, "divergence": DIVERGENCES, "teacher_context": TEACHER_CONTEXTS,
+    "skill_retrieval": RETRIEVAL_MODES, "loss_agg": AGG_MODES, "report_to": ("none", "tensorboard", "wandb"),
+    "method": tuple(METHODS),
 }
 # `python train.py` on the embedded tiny agent: the same algorithm, sized for a 2-core CPU (about
 # 8 minutes): small rooms, the two shortest task types, one history step, short responses, fewer and

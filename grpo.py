@@ -1,4 +1,5 @@
-"""GRPO for step-wise agent rollouts: group advantages, the clipped policy loss, the k3 KL, aggregation.
+"""GRPO for step-wise agent rollouts: group advantages, the clipped policy loss, the k3 KL, aggregation,
+and the two GRPO-based baselines of the paper (RLSD's advantage reweighting, the Skill-SD term).
 
 Self-contained (imports torch only) so it can be copied into another codebase.
 Shapes: B step samples (one per agent turn), T response tokens; `mask` is 1 on real response tokens.
@@ -125,14 +126,30 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
     return aggregate(loss, mask, agg, denominator, norm_length), metrics
 
 
-def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor, clamp: float | None = 10.0) -> torch.Tensor:
     """k3 estimate of KL(policy || reference) per sampled token: exp(d) - d - 1, d = ref_logp - logp.
 
-    logp, ref_logp `(B, T)`; returns `(B, T)`. d is clamped to [-20, 20] and the result to [-10, 10],
-    as in the released code, so one very unlikely token cannot blow up the loss.
+    logp, ref_logp `(B, T)`; returns `(B, T)`. d is clamped to [-20, 20] and the result to
+    [-clamp, clamp] (10 in the released code's KL penalty), so one very unlikely token cannot blow up
+    the loss; `clamp=None` leaves the result unclamped (the Skill-SD term).
     """
     d = (ref_logp - logp).clamp(-20.0, 20.0)                         # (B, T)
-    return (torch.exp(d) - d - 1.0).clamp(-10.0, 10.0)               # (B, T)
+    k3 = torch.exp(d) - d - 1.0                                      # (B, T)
+    return k3 if clamp is None else k3.clamp(-clamp, clamp)          # (B, T)
+
+
+def skill_sd_loss(student_logp: torch.Tensor, old_logp: torch.Tensor, teacher_logp: torch.Tensor,
+                  mask: torch.Tensor, agg: str = "token-mean", denominator: float | torch.Tensor | None = None,
+                  norm_length: int | None = None) -> torch.Tensor:
+    """Skill-SD baseline term: agg_t( rho_t k3(student, teacher)_t ), rho_t = sg(exp(min(logp - old_logp, 10))).
+
+    All inputs `(B, T)`. k3 with d = teacher_logp - student_logp estimates KL(student || teacher) from
+    the student's own samples; rho_t corrects for the samples coming from the rollout policy and is a
+    constant weight.
+    """
+    rho = torch.exp((student_logp - old_logp).clamp(max=10.0)).detach()  # (B, T)
+    k3 = kl_k3(student_logp, teacher_logp.detach(), clamp=None)      # (B, T)
+    return aggregate(rho * k3, mask, agg, denominator, norm_length)
 
 
 def rlsd_advantages(advantages: torch.Tensor, teacher_logp: torch.Tensor, old_logp: torch.Tensor,

@@ -14,6 +14,21 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 PRIVILEGED_HEADER = "[Privileged Skill Information]\n"
+TEACHER_CONTEXTS = ("prefix", "in_prompt")
+DIVERGENCES = ("sampled", "reverse_kl", "forward_kl", "jsd")
+
+
+def left_pad(rows: list[list[int]], pad_id: int, width: int | None = None):
+    """Rows right-aligned in a `(B, width)` batch (width: the longest row if None): input_ids and
+    attention_mask, long tensors. Prompts are left-padded so every row's next token is the last column."""
+    width = width or max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, W)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)    # (B, W)
+    for index, row in enumerate(rows):
+        if row:
+            input_ids[index, width - len(row):] = torch.tensor(row, dtype=torch.long)
+            attention_mask[index, width - len(row):] = 1
+    return input_ids, attention_mask
 
 
 def pack_batch(prompt_ids: list[list[int]], response_ids: list[list[int]], pad_id: int):
@@ -22,16 +37,15 @@ def pack_batch(prompt_ids: list[list[int]], response_ids: list[list[int]], pad_i
     Returns input_ids `(B, P+T)`, attention_mask `(B, P+T)`, response_mask `(B, T)` (long tensors),
     with P the longest prompt and T the longest response (at least 1, so empty responses still fit).
     """
-    P = max(len(p) for p in prompt_ids)
+    prompts, prompt_mask = left_pad(prompt_ids, pad_id)              # (B, P), (B, P)
     T = max(1, max(len(r) for r in response_ids))
-    B = len(prompt_ids)
-    input_ids = torch.full((B, P + T), pad_id, dtype=torch.long)     # (B, P+T)
-    attention_mask = torch.zeros((B, P + T), dtype=torch.long)       # (B, P+T)
-    for row, (prompt, response) in enumerate(zip(prompt_ids, response_ids)):
-        input_ids[row, P - len(prompt):P] = torch.tensor(prompt, dtype=torch.long)
-        input_ids[row, P:P + len(response)] = torch.tensor(response, dtype=torch.long)
-        attention_mask[row, P - len(prompt):P + len(response)] = 1
-    response_mask = attention_mask[:, P:].clone()                    # (B, T)
+    responses = torch.full((len(response_ids), T), pad_id, dtype=torch.long)  # (B, T)
+    response_mask = torch.zeros((len(response_ids), T), dtype=torch.long)     # (B, T)
+    for row, response in enumerate(response_ids):
+        responses[row, :len(response)] = torch.tensor(response, dtype=torch.long)
+        response_mask[row, :len(response)] = 1
+    input_ids = torch.cat([prompts, responses], dim=1)               # (B, P+T)
+    attention_mask = torch.cat([prompt_mask, response_mask], dim=1)  # (B, P+T)
     return input_ids, attention_mask, response_mask
 
 
@@ -125,18 +139,22 @@ def render_chat(tokenizer, user_message: str) -> str:
                                          add_generation_prompt=True)
 
 
+def with_privileged(text: str, privileged_text: str) -> str:
+    """`text` with the privileged block in front: the header, the skills and a blank line."""
+    return PRIVILEGED_HEADER + privileged_text + "\n\n" + text
+
+
 def teacher_prompt_text(tokenizer, user_message: str, privileged_text: str, mode: str = "prefix") -> str:
     """The teacher's prompt: the student's prompt with the privileged skill text.
 
-    prefix (released code): header + skills + blank line, in front of the chat-templated student prompt.
-    in_prompt (paper): the same text placed at the start of the user message, inside the template.
+    prefix (released code): the privileged block in front of the chat-templated student prompt.
+    in_prompt (paper): the privileged block inside the user message, through the chat template.
     """
-    privileged = PRIVILEGED_HEADER + privileged_text + "\n\n"
     if mode == "prefix":
-        return privileged + render_chat(tokenizer, user_message)
+        return with_privileged(render_chat(tokenizer, user_message), privileged_text)
     if mode == "in_prompt":
-        return render_chat(tokenizer, privileged + user_message)
-    raise ValueError(f"teacher_context={mode!r} is unknown; choose prefix or in_prompt")
+        return render_chat(tokenizer, with_privileged(user_message, privileged_text))
+    raise ValueError(f"teacher_context={mode!r} is unknown; choose one of {', '.join(TEACHER_CONTEXTS)}")
 
 
 def teacher_inputs(tokenizer, user_messages: list[str], response_ids: list[list[int]],
@@ -169,7 +187,7 @@ def _divergence_chunk(head, student_hidden, teacher_hidden, kind: str, temperatu
         mixture = torch.logsumexp(torch.stack([student, teacher]), dim=0) - torch.log(torch.tensor(2.0))
         return 0.5 * ((student.exp() * (student - mixture)).sum(-1)
                       + (teacher.exp() * (teacher - mixture)).sum(-1))
-    raise ValueError(f"divergence={kind!r} is unknown; choose reverse_kl, forward_kl or jsd")
+    raise ValueError(f"divergence={kind!r} is unknown; choose one of {', '.join(DIVERGENCES[1:])}")
 
 
 def vocab_divergence(head, student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, kind: str,

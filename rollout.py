@@ -17,7 +17,7 @@ import torch
 from transformers import CompileConfig, GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from envs.base import Env
-from opsd import PRIVILEGED_HEADER, render_chat
+from opsd import left_pad, render_chat, with_privileged
 
 STOP_TAGS = {"alfworld": ("</action>",), "webshop": ("</action>",), "search": ("</search>", "</answer>")}
 
@@ -222,11 +222,7 @@ def generate_responses(model, tokenizer, prompts: list[list[int]], config: Rollo
         width = max(len(prompts[row]) for row in rows)
         if config.pad_to_multiple_of:
             width = -(-width // config.pad_to_multiple_of) * config.pad_to_multiple_of
-        input_ids = torch.full((len(slots), width), pad_id, dtype=torch.long)     # (b, P) left-padded
-        attention_mask = torch.zeros((len(slots), width), dtype=torch.long)       # (b, P)
-        for slot, row in enumerate(slots):
-            input_ids[slot, width - len(prompts[row]):] = torch.tensor(prompts[row])
-            attention_mask[slot, width - len(prompts[row]):] = 1
+        input_ids, attention_mask = left_pad([prompts[row] for row in slots], pad_id, width)  # (b, P) each
         stop = StoppingCriteriaList([StopOnTags(tokenizer, tags, eos_ids, vocab_size, device, len(rows))])
         sequences = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                                    generation_config=generation_config, stopping_criteria=stop)  # (b, P+n)
@@ -276,7 +272,7 @@ def rollout(model, tokenizer, envs: list[Env], seeds: list[int], group_ids: list
         for i in active:
             message = envs[i].render_prompt(observations[i], histories[i], infos[i], config.history_length)
             if config.show_skills_to_student:
-                message = PRIVILEGED_HEADER + skills[i][0] + "\n\n" + message
+                message = with_privileged(message, skills[i][0])
             messages[i] = message
             ids = tokenizer(render_chat(tokenizer, message), add_special_tokens=False)["input_ids"]
             prompts.append(ids[-config.max_prompt_length:])
@@ -329,6 +325,37 @@ def episode_metrics(infos: list[dict], trajectories: list[list[StepSample]], ret
     for task_type, wins in sorted(by_type.items()):
         metrics[f"success/{task_type}"] = sum(wins) / len(wins)
     return metrics
+
+
+_TOKEN_TEXTS: dict[int, dict[int, str]] = {}
+
+
+def action_token_mask(tokenizer, response_ids: list[int], tags: tuple[str, ...]) -> list[int]:
+    """1 for each response token whose text overlaps the content of an action block (between `<x>` and
+    its closing `</x>`, for each closing tag in `tags`), else 0: which tokens choose the action, as
+    opposed to reasoning and format. Token texts are decoded one by one, so a character split across
+    tokens counts for the token it ends in."""
+    texts = _TOKEN_TEXTS.setdefault(id(tokenizer), {})
+    pieces = [texts[token] if token in texts else texts.setdefault(token, tokenizer.decode([token]))
+              for token in response_ids]
+    ends = [len(piece) for piece in pieces]
+    for k in range(1, len(ends)):
+        ends[k] += ends[k - 1]
+    text, spans = "".join(pieces), []
+    for closing in tags:
+        opening = closing.replace("</", "<", 1)
+        start = text.find(opening)
+        while start != -1:
+            end = text.find(closing, start + len(opening))
+            if end == -1:
+                break
+            spans.append((start + len(opening), end))
+            start = text.find(opening, end + len(closing))
+    mask = []
+    for k, end in enumerate(ends):
+        begin = ends[k - 1] if k else 0
+        mask.append(int(any(begin < span_end and end > span_start for span_start, span_end in spans)))
+    return mask
 
 
 def evaluate(model, tokenizer, envs: list[Env], task_indices: list[int], config: RolloutConfig, skill_fn=None):

@@ -1,171 +1,219 @@
-"""The policy update: per-sample log-prob passes and the mini-batch optimisation of the SDAR objective.
-
-    L = pg_coef*PG + kl_coef*KL - entropy_coef*H + sdar_coef*SDAR   (+ Skill-SD / RLSD for baselines)
+"""From step samples to a policy update: the experience batch, the scoring passes and the mini-batch loop.
 
 Old, reference and teacher log-probs are computed once per iteration, before any update (with the
-rollout weights); the student's are live. Every loss is normalised by the token (or sequence) count of
-the whole mini-batch over all processes and accumulation steps, so 1 and N processes make the same
-update on the same samples.
+rollout weights), and stored in an `Experience`; the student's are live. Every loss is normalised by
+the token (or sequence) count of the whole mini-batch over all processes and accumulation steps, so
+1 and N processes make the same update on the same samples. The objective itself is
+`objective.sdar_objective`.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from contextlib import nullcontext
+from dataclasses import dataclass, fields
 
 import torch
 
-from gate import sdar_loss, skill_sd_loss
-from grpo import aggregate, kl_k3, policy_loss, rlsd_advantages
+from objective import sdar_objective
 from opsd import logprobs_from_hidden, pack_batch, response_hidden, teacher_inputs, token_logprobs, vocab_divergence
 
 
+def take_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor, rows: list[int]):
+    """Rows of a packed batch trimmed to their own longest prompt and response: exactly what `pack_batch`
+    builds for those rows alone. Returns input_ids `(b, P+T)`, attention_mask `(b, P+T)`, response_mask `(b, T)`."""
+    full_T = response_mask.shape[1]
+    T = max(1, int(response_mask[rows].sum(-1).max()))                   # longest response of these rows
+    prompt_width = input_ids.shape[1] - full_T
+    P = int(attention_mask[rows, :prompt_width].sum(-1).max())            # longest prompt of these rows
+    columns = slice(prompt_width - P, prompt_width + T)
+    return input_ids[rows, columns], attention_mask[rows, columns], response_mask[rows, :T]
+
+
+@dataclass
+class Experience:
+    """One iteration's step samples as padded tensors, built once after the scoring passes.
+
+    Every row is [ left-padded prompt | right-padded response ], the response in the last T columns
+    (`opsd.pack_batch`); the teacher's rows hold its privileged prompt and the same response. Log-probs
+    are 0 past each response's end. `experience[rows]` is the micro-batch of those rows trimmed to their
+    own longest prompts and response (`take_rows`), so how samples are grouped into micro-batches never
+    changes a number.
+    """
+    input_ids: torch.Tensor               # (N, P+T)
+    attention_mask: torch.Tensor          # (N, P+T)
+    response_mask: torch.Tensor           # (N, T)
+    teacher_input_ids: torch.Tensor       # (N, Q+T) privileged prompt | the same response
+    teacher_attention_mask: torch.Tensor  # (N, Q+T)
+    advantages: torch.Tensor              # (N,)
+    old_logp: torch.Tensor                # (N, T) rollout policy
+    ref_logp: torch.Tensor                # (N, T) initial model
+    teacher_logp: torch.Tensor            # (N, T) same weights, skills in the prompt
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def __getitem__(self, rows: list[int]) -> Experience:
+        input_ids, attention_mask, response_mask = take_rows(self.input_ids, self.attention_mask,
+                                                             self.response_mask, rows)              # (b, P+T), (b, T)
+        teacher_ids, teacher_mask, _ = take_rows(self.teacher_input_ids, self.teacher_attention_mask,
+                                                 self.response_mask, rows)                          # (b, Q+T)
+        T = response_mask.shape[1]
+        return Experience(input_ids, attention_mask, response_mask, teacher_ids, teacher_mask, self.advantages[rows],
+                          self.old_logp[rows, :T], self.ref_logp[rows, :T], self.teacher_logp[rows, :T])
+
+    def to(self, device) -> Experience:
+        return Experience(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
 @torch.no_grad()
-def score_tokens(model, tokenizer, samples, cfg, teacher: bool = False) -> list[torch.Tensor]:
-    """Log-probs of each sample's sampled response `(len(response),)`, seen by the student or the teacher.
-
-    The teacher is the same model on the privileged prompt followed by the identical response tokens.
-    """
+def score_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor,
+                 order: list[int], micro_batch_size: int, chunk_size: int | None) -> torch.Tensor:
+    """log pi(sampled token) `(N, T)` of every row's response (0 past its end), `micro_batch_size` rows at
+    a time in `order` (rows of similar length together: less padding), each batch trimmed by `take_rows`."""
     device = next(model.parameters()).device
-    # similar lengths share a micro-batch (less padding); the teacher's prompt also holds the skill text
-    order = sorted(range(len(samples)), key=lambda i: (len(samples[i].skill_text) if teacher else 0,
-                                                       len(samples[i].prompt_ids)))
-    out = [None] * len(samples)
-    for start in range(0, len(samples), cfg.micro_batch_size):
-        rows = order[start:start + cfg.micro_batch_size]
-        chunk = [samples[i] for i in rows]
-        responses = [s.response_ids for s in chunk]
-        if teacher:
-            ids, attn, mask = teacher_inputs(tokenizer, [s.user_message for s in chunk], responses,
-                                             [s.skill_text for s in chunk], cfg.teacher_context, cfg.max_prompt_length)
-        else:
-            ids, attn, mask = pack_batch([s.prompt_ids for s in chunk], responses, tokenizer.pad_token_id)
-        logp, _ = token_logprobs(model, ids.to(device), attn.to(device), mask.shape[1],
-                                 chunk_size=cfg.logprob_chunk_size)              # (b, T)
-        for row, (i, s) in enumerate(zip(rows, chunk)):
-            out[i] = logp[row, :len(s.response_ids)].float().cpu()
+    out = torch.zeros(response_mask.shape)                                         # (N, T)
+    for start in range(0, len(order), micro_batch_size):
+        rows = order[start:start + micro_batch_size]
+        ids, attn, mask = take_rows(input_ids, attention_mask, response_mask, rows)  # (b, P+t), (b, t)
+        logp, _ = token_logprobs(model, ids.to(device), attn.to(device), mask.shape[1], chunk_size=chunk_size)
+        out[rows, :mask.shape[1]] = torch.where(mask.bool(), logp.float().cpu(), 0.0)  # (b, t)
     return out
 
 
-def _pad(rows: list[torch.Tensor], T: int) -> torch.Tensor:
-    out = torch.zeros(len(rows), T)                                  # (B, T)
-    for i, row in enumerate(rows):
-        out[i, :len(row)] = row
-    return out
+def build_experience(model, reference, tokenizer, samples, advantages: torch.Tensor, cfg) -> tuple[Experience, dict]:
+    """Pack the step samples, run the old / reference / teacher scoring passes (no grad, rollout weights)
+    and return (experience on the model's device, their seconds as perf/* metrics).
+
+    `reference` is the frozen initial model, or None under LoRA, where the initial model is the same
+    network with its adapters switched off. The reference pass is skipped when `kl_coef` is 0, and the
+    teacher's inputs and pass when no term uses them (the student's stand in)."""
+    prompts, responses = [s.prompt_ids for s in samples], [s.response_ids for s in samples]
+    input_ids, attention_mask, response_mask = pack_batch(prompts, responses, tokenizer.pad_token_id)  # (N, P+T)
+    teacher_ids, teacher_mask = input_ids, attention_mask
+    needs_teacher = cfg.sdar_coef > 0 or cfg.skill_sd_coef > 0 or cfg.rlsd_lam > 0
+    if needs_teacher:
+        teacher_ids, teacher_mask, _ = teacher_inputs(tokenizer, [s.user_message for s in samples], responses,
+                                                      [s.skill_text for s in samples], cfg.teacher_context,
+                                                      cfg.max_prompt_length)                      # (N, Q+T)
+
+    def score(net, teacher: bool = False) -> torch.Tensor:
+        if teacher:   # rows sharing a skill text side by side
+            order = sorted(range(len(samples)), key=lambda i: (len(samples[i].skill_text), len(prompts[i])))
+            return score_tokens(net, teacher_ids, teacher_mask, response_mask, order, cfg.micro_batch_size,
+                                cfg.logprob_chunk_size)
+        order = sorted(range(len(samples)), key=lambda i: len(prompts[i]))
+        return score_tokens(net, input_ids, attention_mask, response_mask, order, cfg.micro_batch_size,
+                            cfg.logprob_chunk_size)
+
+    timings, start = {}, time.perf_counter()
+    old_logp = score(model)                                                                    # (N, T)
+    timings["perf/old_s"], start = time.perf_counter() - start, time.perf_counter()
+    if cfg.kl_coef == 0:
+        ref_logp = old_logp
+    else:
+        with model.disable_adapter() if reference is None else nullcontext():
+            ref_logp = score(reference or model)                                               # (N, T)
+    timings["perf/ref_s"], start = time.perf_counter() - start, time.perf_counter()
+    teacher_logp = score(model, teacher=True) if needs_teacher else old_logp                   # (N, T)
+    timings["perf/teacher_s"] = time.perf_counter() - start
+    experience = Experience(input_ids, attention_mask, response_mask, teacher_ids, teacher_mask,
+                            advantages, old_logp, ref_logp, teacher_logp)
+    return experience.to(next(model.parameters()).device), timings
 
 
-def micro_step_loss(model, tokenizer, batch: dict, cfg, denominator: float):
-    """The full SDAR objective on one micro-batch; returns (loss, metrics, weight). Shapes: B samples, T tokens.
+def objective_coefficients(cfg) -> dict:
+    """The keyword arguments of `sdar_objective` that come from the config."""
+    names = ("pg_coef", "kl_coef", "entropy_coef", "sdar_coef", "beta", "gate", "skill_sd_coef", "rlsd_lam",
+             "clip_low", "clip_high", "dual_clip")
+    return {**{name: getattr(cfg, name) for name in names}, "agg": cfg.loss_agg, "norm_length": cfg.max_new_tokens}
 
-    The loss is normalised by `denominator` (the whole mini-batch's count); the logged loss values are
-    rescaled to this micro-batch's own mean, and `weight` is its own count for averaging them.
+
+def micro_step_loss(model, batch: Experience, mask: torch.Tensor, cfg, denominator: float):
+    """The live forward of one micro-batch and its SDAR objective; returns (loss, metrics).
+
+    mask `(b, T)` is the batch's response mask, zeroed on dummy rows. Only the student's forward carries
+    gradients; with a full-vocabulary divergence the teacher's hidden states are recomputed without them.
     """
-    device = next(model.parameters()).device
-    ids, attn, mask = (t.to(device) for t in pack_batch(batch["prompt_ids"], batch["response_ids"], tokenizer.pad_token_id))
-    mask = mask * batch["row_mask"].to(device)[:, None]              # (B, T) dummy rows contribute nothing
     T = mask.shape[1]
-    old, ref, teacher = (_pad(batch[k], T).to(device) for k in ("old_logp", "ref_logp", "teacher_logp"))  # (B, T)
-    advantages = batch["advantages"].to(device)                      # (B,)
     need_entropy = cfg.entropy_coef > 0 or cfg.gate != "gap"
-    hidden = response_hidden(model, ids, attn, T)                    # (B, T, H)
+    hidden = response_hidden(model, batch.input_ids, batch.attention_mask, T)                # (b, T, H)
     head = getattr(model, "module", model).get_output_embeddings()
-    logp, entropy = logprobs_from_hidden(head, hidden, ids[:, -T:], 1.0, cfg.logprob_chunk_size, need_entropy)  # (B, T)
-    agg = dict(mode=cfg.loss_agg, denominator=denominator, norm_length=cfg.max_new_tokens)
-    own_count = float(mask.sum() if cfg.loss_agg == "token-mean" else (mask.sum(-1) > 0).sum())
-    scale = denominator / max(own_count, 1.0)                        # global-normalised -> own mean
-    if cfg.rlsd_lam > 0:
-        advantages = rlsd_advantages(advantages, teacher, old, cfg.rlsd_lam)  # (B, T)
-    pg, metrics = policy_loss(logp, old, advantages, mask, cfg.clip_low, cfg.clip_high, cfg.dual_clip,
-                              cfg.loss_agg, denominator, cfg.max_new_tokens)
-    metrics = {f"pg/{k}": v for k, v in metrics.items()}
-    loss = cfg.pg_coef * pg
-    metrics["loss/pg"] = pg.item() * scale
-    if cfg.kl_coef > 0:
-        kl = aggregate(kl_k3(logp, ref), mask, **agg)
-        loss = loss + cfg.kl_coef * kl
-        metrics["loss/kl"] = kl.item() * scale
-    if need_entropy:
-        mean_entropy = aggregate(entropy, mask, **agg)
-        loss = loss - cfg.entropy_coef * mean_entropy
-        metrics["loss/entropy"] = mean_entropy.item() * scale
-    if cfg.sdar_coef > 0:
-        divergence = None
-        if cfg.divergence != "sampled":
-            with torch.no_grad():
-                t_ids, t_attn, _ = teacher_inputs(tokenizer, batch["user_messages"], batch["response_ids"],
-                                                  batch["skill_texts"], cfg.teacher_context, cfg.max_prompt_length)
-                teacher_hidden = response_hidden(model, t_ids.to(device), t_attn.to(device), T)  # (B, T, H)
-            divergence = vocab_divergence(head, hidden, teacher_hidden, cfg.divergence, chunk_size=cfg.logprob_chunk_size)
-        sd, sd_metrics = sdar_loss(logp, teacher, mask, cfg.beta, cfg.gate, entropy, cfg.loss_agg, divergence, denominator,
-                                   cfg.max_new_tokens)
-        loss = loss + cfg.sdar_coef * sd
-        metrics.update({"loss/sdar": sd.item() * scale, **{f"sdar/{k}": v for k, v in sd_metrics.items()}})
-    if cfg.skill_sd_coef > 0:
-        ssd = skill_sd_loss(logp, old, teacher, mask, cfg.loss_agg, denominator, cfg.max_new_tokens)
-        loss = loss + cfg.skill_sd_coef * ssd
-        metrics["loss/skill_sd"] = ssd.item() * scale
-    return loss, metrics, own_count
+    logp, entropy = logprobs_from_hidden(head, hidden, batch.input_ids[:, -T:], 1.0, cfg.logprob_chunk_size,
+                                         need_entropy)                                       # (b, T), (b, T)
+    divergence = None
+    if cfg.sdar_coef > 0 and cfg.divergence != "sampled":
+        with torch.no_grad():
+            teacher_hidden = response_hidden(model, batch.teacher_input_ids, batch.teacher_attention_mask, T)
+        divergence = vocab_divergence(head, hidden, teacher_hidden, cfg.divergence,
+                                      chunk_size=cfg.logprob_chunk_size)                     # (b, T)
+    return sdar_objective(logp, batch.old_logp, batch.ref_logp, batch.teacher_logp, batch.advantages, mask,
+                          entropy=entropy if need_entropy else None, divergence=divergence,
+                          denominator=denominator, **objective_coefficients(cfg))
 
 
-def update_policy(model, tokenizer, optimizer, accelerator, samples, tensors: dict, cfg,
-                  generator: torch.Generator, state: dict) -> dict:
-    """Mini-batch updates over this process's step samples; returns the averaged metrics.
+def skip_step(optimizer, state: dict, step_sums: dict, max_bad_steps: int, print_fn) -> None:
+    """Drop a step whose loss or gradient is not finite (its metrics too: NaN would poison the means);
+    raise FloatingPointError after `max_bad_steps` in a row, before the weights can be damaged."""
+    optimizer.zero_grad(set_to_none=True)
+    state["bad_steps"] = state.get("bad_steps", 0) + 1
+    state["skipped_steps"] = state.get("skipped_steps", 0) + 1
+    culprits = ", ".join(k for k, v in step_sums.items() if k.startswith("loss/") and not math.isfinite(v))
+    culprits = culprits or "the gradient"
+    print_fn(f"warning: non-finite loss or gradient ({culprits}), optimizer step skipped "
+             f"({state['bad_steps']} in a row)")
+    if state["bad_steps"] >= max_bad_steps:
+        raise FloatingPointError(f"{state['bad_steps']} non-finite updates in a row ({culprits}): stopped "
+                                 f"before the weights are damaged; lower lr or check the data "
+                                 f"(max_bad_steps={max_bad_steps})")
 
-    tensors: per-sample lists `advantages` (scalars), `old_logp`, `ref_logp`, `teacher_logp` (1-D).
-    The samples are split into K = ceil(N / per-process mini-batch) nearly equal mini-batches (K and
-    the micro-batch counts agree over processes; a process with nothing left runs a zero-weight dummy
-    row so collective operations stay in step). A non-finite gradient skips the step (counted in
-    `state`, logged, its metrics left out of the averages); `max_bad_steps` in a row raise
-    FloatingPointError.
+
+def update_policy(model, optimizer, accelerator, experience: Experience, cfg, generator: torch.Generator,
+                  state: dict) -> dict:
+    """Mini-batch updates over this process's experience; returns the averaged metrics.
+
+    The rows are split into K = ceil(N / per-process mini-batch) nearly equal mini-batches (K and the
+    micro-batch counts agree over processes; a process with nothing left runs a zero-weight dummy row so
+    collective operations stay in step). A non-finite gradient skips the step (counted in `state`).
+    Logged losses are each micro-batch's own mean, averaged with its token (or row) count as weight.
     """
     world, micro = accelerator.num_processes, cfg.micro_batch_size
     per_process = cfg.mini_batch_size // world
-    sizes = accelerator.gather(torch.tensor([len(samples)], device=accelerator.device)).tolist()
+    sizes = accelerator.gather(torch.tensor([len(experience)], device=accelerator.device)).tolist()
     num_minibatches = max(1, max(math.ceil(n / per_process) for n in sizes))
+    lengths = (experience.attention_mask.sum(-1)).tolist()                        # prompt + response tokens
+    response_lengths = experience.response_mask.sum(-1).tolist()
     sums, weight, grad_norms = {}, 0.0, []
     for _ in range(cfg.ppo_epochs):
-        order = torch.randperm(len(samples), generator=generator)
-        for mb in range(num_minibatches):
-            mine = torch.tensor_split(order, num_minibatches)[mb].tolist()
-            mine.sort(key=lambda i: len(samples[i].prompt_ids) + len(samples[i].response_ids))  # less padding, same sum
-            count = sum(len(samples[i].response_ids) if cfg.loss_agg == "token-mean"
-                        else int(len(samples[i].response_ids) > 0) for i in mine)
-            counts = accelerator.gather(torch.tensor([count, len(mine)], device=accelerator.device).view(1, 2))
-            denominator = max(1, counts[:, 0].sum().item()) / world   # DDP averages gradients over processes
+        order = torch.randperm(len(experience), generator=generator)
+        for minibatch in range(num_minibatches):
+            rows = torch.tensor_split(order, num_minibatches)[minibatch].tolist()
+            rows.sort(key=lambda i: lengths[i])                                    # less padding, same sum
+            count = sum(response_lengths[i] if cfg.loss_agg == "token-mean" else int(response_lengths[i] > 0)
+                        for i in rows)
+            counts = accelerator.gather(torch.tensor([count, len(rows)], device=accelerator.device).view(1, 2))
+            denominator = max(1, counts[:, 0].sum().item()) / world               # DDP averages over processes
             num_micro = max(1, math.ceil(counts[:, 1].max().item() / micro))
             step_sums, step_weight = {}, 0.0
             for k in range(num_micro):
-                rows = mine[k * micro:(k + 1) * micro]
-                row_mask = torch.ones(len(rows))                     # (b,)
-                if not rows:
-                    rows, row_mask = [0], torch.zeros(1)
-                batch = {key: [values[i] for i in rows] for key, values in tensors.items()}
-                batch["advantages"] = torch.stack(batch["advantages"])  # (b,)
-                batch.update(prompt_ids=[samples[i].prompt_ids for i in rows], row_mask=row_mask,
-                             response_ids=[samples[i].response_ids for i in rows],
-                             user_messages=[samples[i].user_message for i in rows],
-                             skill_texts=[samples[i].skill_text for i in rows])
+                micro_rows = rows[k * micro:(k + 1) * micro]
+                batch = experience[micro_rows or [0]]
+                mask = batch.response_mask * torch.tensor(1.0 if micro_rows else 0.0)  # (b, T) dummy row: all 0
+                own_count = float(mask.sum() if cfg.loss_agg == "token-mean" else (mask.sum(-1) > 0).sum())
                 sync = nullcontext() if k == num_micro - 1 else accelerator.no_sync(model)
                 with sync:
                     with accelerator.autocast():
-                        loss, metrics, w = micro_step_loss(model, tokenizer, batch, cfg, denominator)
+                        loss, metrics = micro_step_loss(model, batch, mask, cfg, denominator)
                     accelerator.backward(loss)
+                scale = denominator / max(own_count, 1.0)                          # global-normalised -> own mean
                 for key, value in metrics.items():
-                    step_sums[key] = step_sums.get(key, 0.0) + value * w
-                step_weight += w
+                    value = value * scale if key.startswith("loss/") else value
+                    step_sums[key] = step_sums.get(key, 0.0) + value * own_count
+                step_weight += own_count
             grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip))
-            if not math.isfinite(grad_norm):      # the step and its metrics are dropped: NaN would poison the means
-                optimizer.zero_grad(set_to_none=True)
-                state["bad_steps"] = state.get("bad_steps", 0) + 1
-                state["skipped_steps"] = state.get("skipped_steps", 0) + 1
-                culprits = ", ".join(k for k, v in step_sums.items()
-                                     if k.startswith("loss/") and not math.isfinite(v)) or "the gradient"
-                accelerator.print(f"warning: non-finite loss or gradient ({culprits}), optimizer step skipped "
-                                  f"({state['bad_steps']} in a row)")
-                if state["bad_steps"] >= cfg.max_bad_steps:
-                    raise FloatingPointError(f"{state['bad_steps']} non-finite updates in a row ({culprits}): stopped "
-                                             f"before the weights are damaged; lower lr or check the data "
-                                             f"(max_bad_steps={cfg.max_bad_steps})")
+            if not math.isfinite(grad_norm):
+                skip_step(optimizer, state, step_sums, cfg.max_bad_steps, accelerator.print)
                 continue
             state["bad_steps"] = 0
             optimizer.step()

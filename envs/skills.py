@@ -79,3 +79,40 @@ def retrieve_skills(skills: dict[str, str], category: str, mode: str = "keyword"
     else:
         raise ValueError(f"skill_retrieval={mode!r} is unknown; choose one of {RETRIEVAL_MODES}")
     return "\n\n".join(skills[name] for name in names), names
+
+
+class SkillPicker:
+    """The trainer's skill source: `picker(env, info) -> (skill text, category)` for each episode, as
+    `rollout` asks it, with the bookkeeping of the UCB bandit (which file each episode used, and the
+    wins it led to). Seeded: `reseed` at every iteration keeps resumed runs identical."""
+
+    def __init__(self, env_name: str, mode: str, seed: int, bandit_state: dict | None = None):
+        from envs import env_module
+
+        self.skills, self.module, self.mode = load_skills(env_name), env_module(env_name), mode
+        self.rng = random.Random(seed)
+        self.bandit = UCBSkillBandit(list(self.skills)) if mode == "ucb" else None
+        if self.bandit is not None and bandit_state:
+            self.bandit.load_state_dict(bandit_state)
+        self.used: dict[int, tuple[str, list[str]]] = {}
+
+    def __call__(self, env, info: dict) -> tuple[str, str]:
+        category = self.module.skill_category(info["task_description"])
+        text, names = retrieve_skills(self.skills, category, self.mode, self.rng, self.bandit)
+        self.used[id(env)] = (category, names)
+        return text, category
+
+    def reseed(self, seed: int) -> None:
+        self.rng.seed(seed)
+
+    def record(self, envs: list, samples: list) -> None:
+        """After a rollout: credit each episode's skill file with a win (score > 0) or not (UCB only)."""
+        if self.bandit is None:
+            return
+        for index, env in enumerate(envs):
+            category, names = self.used[id(env)]
+            won = max((s.score for s in samples if s.traj_id == index), default=0.0) > 0
+            self.bandit.update(category, names[0], float(won))
+
+    def state_dict(self) -> dict | None:
+        return self.bandit.state_dict() if self.bandit else None

@@ -1,11 +1,12 @@
-"""gate.py: the detached gates, the SDAR token loss and its gradient, the Skill-SD term."""
+"""gate.py: the detached gates, the SDAR token loss and its gradient."""
 
 import math
 
 import pytest
 import torch
 
-from gate import entropy_gate, gap_gate, sdar_loss, skill_sd_loss, soft_or_gate
+from gate import entropy_gate, gap_gate, sdar_loss, soft_or_gate
+from grpo import aggregate
 
 F64 = torch.float64
 sigmoid = lambda x: 1.0 / (1.0 + math.exp(-x))
@@ -44,27 +45,27 @@ def _ragged():
     return student, teacher, mask
 
 
-def test_sdar_loss_value_gradient_and_metrics():
+def test_sdar_loss_value_and_gradient_under_the_token_mean():
     student, teacher, mask = _ragged()
-    loss, metrics = sdar_loss(student, teacher, mask, beta=5.0)
-    g = torch.sigmoid(5.0 * (teacher - student.detach()))
+    token_loss, g, gap = sdar_loss(student, teacher, beta=5.0)
+    expected_g = torch.sigmoid(5.0 * (teacher - student.detach()))
+    torch.testing.assert_close(g, expected_g)
+    torch.testing.assert_close(gap, teacher - student.detach())
+    torch.testing.assert_close(token_loss, expected_g * (teacher - student.detach()))
+    assert not g.requires_grad and not gap.requires_grad
     n = mask.sum()
-    expected = (g * (teacher - student.detach()) * mask).sum() / n
-    torch.testing.assert_close(loss, expected)
+    loss = aggregate(token_loss, mask)                           # the objective's token mean
+    torch.testing.assert_close(loss, (expected_g * (teacher - student.detach()) * mask).sum() / n)
     loss.backward()
-    torch.testing.assert_close(student.grad, -g * mask / n)      # dL/ds = -g m / N
-    m = mask.bool()
-    assert metrics["gate_mean"] == pytest.approx(g[m].mean().item())
-    assert metrics["gate_active"] == pytest.approx((g[m] > 0.5).double().mean().item())
-    assert metrics["gap_mean"] == pytest.approx((teacher - student.detach())[m].mean().item())
+    torch.testing.assert_close(student.grad, -expected_g * mask / n)      # dL/ds = -g m / N
 
 
 def test_sdar_beta_zero_is_half_weighted_distillation():
     student, teacher, mask = _ragged()
-    loss, metrics = sdar_loss(student, teacher, mask, beta=0.0)
-    loss.backward()
+    token_loss, g, _ = sdar_loss(student, teacher, beta=0.0)
+    aggregate(token_loss, mask).backward()
     torch.testing.assert_close(student.grad, -0.5 * mask.double() / mask.sum())
-    assert metrics["gate_mean"] == pytest.approx(0.5)
+    torch.testing.assert_close(g, torch.full_like(g, 0.5))
 
 
 def test_sdar_loss_gradcheck_and_variants():
@@ -72,46 +73,37 @@ def test_sdar_loss_gradcheck_and_variants():
     x = student.detach().clone().requires_grad_()
     # the gap gate is a stop-gradient, so finite differences (which see the gate move) only agree with
     # autograd when the gate is constant: beta = 0
-    assert torch.autograd.gradcheck(lambda s: sdar_loss(s, teacher, mask, beta=0.0)[0], (x,))
+    assert torch.autograd.gradcheck(lambda s: aggregate(sdar_loss(s, teacher, beta=0.0)[0], mask), (x,))
     entropy = torch.rand(3, 4, dtype=F64)
-    for gate in ("entropy", "soft_or"):
-        loss, _ = sdar_loss(x, teacher, mask, gate=gate, entropy=entropy)
-        assert torch.isfinite(loss)
+    torch.testing.assert_close(sdar_loss(x, teacher, gate="entropy", entropy=entropy)[1], entropy_gate(entropy))
+    gap = teacher - x.detach()
+    torch.testing.assert_close(sdar_loss(x, teacher, gate="soft_or", entropy=entropy)[1], soft_or_gate(entropy, gap))
     with pytest.raises(ValueError):
-        sdar_loss(x, teacher, mask, gate="entropy")
+        sdar_loss(x, teacher, gate="entropy")
+    with pytest.raises(ValueError):
+        sdar_loss(x, teacher, gate="margin")
     divergence = torch.rand(3, 4, dtype=F64)
-    loss, _ = sdar_loss(x, teacher, mask, divergence=divergence)
-    g = torch.sigmoid(5.0 * (teacher - x.detach()))
-    torch.testing.assert_close(loss, (g * divergence * mask).sum() / mask.sum())
-
-
-def test_skill_sd_loss_value_and_gradient():
-    student, teacher, mask = _ragged()
-    old = student.detach() - 0.3
-    loss = skill_sd_loss(student, old, teacher, mask)
-    rho = math.exp(0.3)
-    d = teacher - student.detach()
-    n = mask.sum()
-    torch.testing.assert_close(loss, (rho * (d.exp() - d - 1) * mask).sum() / n)
-    loss.backward()
-    torch.testing.assert_close(student.grad, rho * (1 - d.exp()) * mask / n)
+    token_loss, g, _ = sdar_loss(x, teacher, divergence=divergence)
+    torch.testing.assert_close(token_loss, torch.sigmoid(5.0 * gap) * divergence)
 
 
 def test_bfloat16_is_finite():
     student, teacher, mask = _ragged()
     s = student.detach().bfloat16().requires_grad_()
-    loss, metrics = sdar_loss(s, teacher.bfloat16(), mask)
+    token_loss, g, gap = sdar_loss(s, teacher.bfloat16())
+    loss = aggregate(token_loss, mask)
     loss.backward()
     assert torch.isfinite(loss.float()) and torch.isfinite(s.grad.float()).all()
-    assert all(math.isfinite(v) for v in metrics.values())
-    assert torch.isfinite(skill_sd_loss(s, s.detach(), teacher.bfloat16(), mask).float())
+    assert torch.isfinite(g.float()).all() and torch.isfinite(gap.float()).all()
+    assert g.dtype == torch.bfloat16
 
 
 def test_sum_norm_divides_by_the_given_length():
     student = torch.tensor([[-1.0, -2.0, 0.0], [-0.5, 0.0, 0.0]], dtype=F64)   # (B, T)
     teacher = torch.tensor([[-1.0, -2.0, 0.0], [-0.5, 0.0, 0.0]], dtype=F64)   # (B, T) equal: gap 0, g = 0.5
     mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
-    loss, _ = sdar_loss(student.requires_grad_(), teacher, mask, beta=5.0, agg="seq-mean-token-sum-norm", norm_length=8)
+    token_loss, _, _ = sdar_loss(student.requires_grad_(), teacher, beta=5.0)
+    loss = aggregate(token_loss, mask, "seq-mean-token-sum-norm", norm_length=8)
     loss.backward()
     # l = 0.5 * (teacher - student) = 0 in value; d l / d student = -0.5 per token, / 8 per row, / 2 rows
     assert loss.item() == pytest.approx(0.0)

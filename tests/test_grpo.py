@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from grpo import aggregate, group_advantages, kl_k3, policy_loss, rlsd_advantages
+from grpo import aggregate, group_advantages, kl_k3, policy_loss, rlsd_advantages, skill_sd_loss
 
 F64 = torch.float64
 
@@ -175,3 +175,21 @@ def test_bfloat16_is_finite():
     assert torch.isfinite(kl_k3(logp.detach(), old).float()).all()
     scores = torch.tensor([1.0, 0.0, 10.0, 10.0], dtype=torch.bfloat16)
     assert torch.isfinite(group_advantages(scores, torch.tensor([0, 0, 1, 1])).float()).all()
+
+
+def test_skill_sd_loss_value_and_gradient():
+    torch.manual_seed(0)
+    student = (torch.randn(3, 4, dtype=F64).clamp(max=0) - 3.0).requires_grad_()
+    teacher = torch.randn(3, 4, dtype=F64).clamp(max=0)               # gaps of ~3 nats: k3 above 10, unclamped
+    mask = torch.tensor([[1, 1, 1, 0], [0, 0, 0, 0], [1, 0, 1, 1]])
+    old = student.detach() - 0.3
+    loss = skill_sd_loss(student, old, teacher, mask)
+    rho = math.exp(0.3)
+    d = teacher - student.detach()
+    n = mask.sum()
+    assert (d.exp() - d - 1)[mask.bool()].max() > 10
+    torch.testing.assert_close(loss, (rho * (d.exp() - d - 1) * mask).sum() / n)
+    loss.backward()
+    torch.testing.assert_close(student.grad, rho * (1 - d.exp()) * mask / n)
+    s = student.detach().bfloat16().requires_grad_()
+    assert torch.isfinite(skill_sd_loss(s, s.detach(), teacher.bfloat16(), mask).float())

@@ -3,6 +3,7 @@ configurations and damaged checkpoints, safe loading, and multi-process invarian
 aggregation. Faults come from tests/fault_run.py, which patches modules before train.main runs."""
 
 import ast
+import dataclasses
 import glob
 import hashlib
 import inspect
@@ -71,27 +72,26 @@ def update_setup(tokenizer, tiny_model_factory):
     from accelerate import Accelerator
 
     from config import TrainConfig, resolve
-    from update_check import synthetic_samples
+    from update_check import synthetic_experience
 
     accelerator = Accelerator(cpu=True)
     model = tiny_model_factory(seed=0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     model, optimizer = accelerator.prepare(model, optimizer)
-    samples, tensors = synthetic_samples(tokenizer)
     cfg = resolve(TrainConfig(mini_batch_size=2, micro_batch_size=2, kl_coef=0.01, max_bad_steps=3))
-    return accelerator, model, optimizer, samples, tensors, cfg
+    return accelerator, model, optimizer, synthetic_experience(tokenizer), cfg
 
 
-def run_update(tokenizer, setup, tensors=None, state=None):
+def run_update(setup, experience=None, state=None):
     from update import update_policy
-    accelerator, model, optimizer, samples, default_tensors, cfg = setup
+    accelerator, model, optimizer, default_experience, cfg = setup
     state = {} if state is None else state
-    out = update_policy(model, tokenizer, optimizer, accelerator, samples, tensors or default_tensors, cfg,
+    out = update_policy(model, optimizer, accelerator, experience or default_experience, cfg,
                         torch.Generator().manual_seed(0), state)
     return out, state
 
 
-def test_nan_activations_skip_every_step_then_stop_the_run(tokenizer, update_setup, capsys):
+def test_nan_activations_skip_every_step_then_stop_the_run(update_setup, capsys):
     """A layer that outputs NaN: each step is skipped (weights bitwise unchanged, no optimizer state),
     counted and logged, and the third in a row raises before anything is damaged."""
     _, model, optimizer, *_ = update_setup
@@ -99,7 +99,7 @@ def test_nan_activations_skip_every_step_then_stop_the_run(tokenizer, update_set
     model.model.layers[0].mlp.register_forward_hook(lambda module, inputs, output: output * float("nan"))
     state = {}
     with pytest.raises(FloatingPointError, match=r"3 non-finite updates in a row \(loss/pg.*max_bad_steps=3"):
-        run_update(tokenizer, update_setup, state=state)
+        run_update(update_setup, state=state)
     assert state == {"bad_steps": 3, "skipped_steps": 3}
     assert_same_weights(before, model.state_dict())
     assert not optimizer.state                                   # AdamW never stepped: no moments either
@@ -107,15 +107,15 @@ def test_nan_activations_skip_every_step_then_stop_the_run(tokenizer, update_set
     assert [line[-len("(1 in a row)"):] for line in logged] == [f"({k} in a row)" for k in (1, 2, 3)]
 
 
-def test_one_nan_advantage_skips_only_its_step(tokenizer, update_setup, capsys):
+def test_one_nan_advantage_skips_only_its_step(update_setup, capsys):
     """A NaN in the first mini-batch: that step is skipped and counted, the other three run, the
     consecutive count resets and the logged losses stay finite (the bad step is left out)."""
     first = torch.randperm(8, generator=torch.Generator().manual_seed(0))[0].item()   # update_policy's order
-    _, model, optimizer, _, tensors, _ = update_setup
-    tensors = {**tensors, "advantages": list(tensors["advantages"])}
-    tensors["advantages"][first] = torch.tensor(float("nan"))
+    _, model, optimizer, experience, _ = update_setup
+    experience = dataclasses.replace(experience, advantages=experience.advantages.clone())
+    experience.advantages[first] = float("nan")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    out, state = run_update(tokenizer, update_setup, tensors, state={"skipped_steps": 5})
+    out, state = run_update(update_setup, experience, state={"skipped_steps": 5})
     assert state == {"bad_steps": 0, "skipped_steps": 6}
     assert out["train/optimizer_steps"] == 3 and out["train/skipped_steps"] == 6
     assert all(isinstance(v, (int, float)) and v == v for v in out.values()), out

@@ -1,0 +1,131 @@
+"""What a run records: metrics.jsonl and the trackers (the `Logger`), means over processes, and what the
+gate does on each iteration's tokens (split into action tokens and the rest).
+
+Metric names are stable (README "Metrics"): `train/*` from the rollout, `loss/*`, `pg/*`, `sdar/*` from
+the update, `perf/*` timings, `eval/*` from the fixed panel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+GAP_EDGES = [-10.0 + 0.5 * k for k in range(41)]        # 40 bins over [-10, 10]; the outer ones catch the rest
+GATE_EDGES = [0.05 * k for k in range(21)]             # 20 bins over [0, 1]
+
+
+class Logger:
+    """metrics.jsonl always (main process), accelerate trackers when asked, curves.png after evaluations,
+    gate_hist.jsonl when the gate's histograms are logged; keeps the evaluation history and the best
+    evaluation for the checkpoint. On resume, rows past the checkpoint are dropped first."""
+
+    def __init__(self, cfg, accelerator, state: dict):
+        self.cfg, self.accelerator = cfg, accelerator
+        self.path = os.path.join(cfg.output_dir, "metrics.jsonl")
+        self.best = state.get("best", {"eval/success": -1.0, "iteration": -1})
+        self.history = state.get("eval_history", [])
+        if accelerator.is_main_process:
+            for name in ("metrics.jsonl", "gate_hist.jsonl"):
+                path = os.path.join(cfg.output_dir, name)
+                if os.path.exists(path):
+                    rows = [json.loads(line) for line in open(path) if line.strip()]
+                    with open(path, "w") as handle:
+                        handle.writelines(json.dumps(r) + "\n" for r in rows if r["iteration"] <= state["iteration"])
+        if cfg.report_to != "none":
+            accelerator.init_trackers("sdar", config=vars(cfg))
+
+    def log(self, iteration: int, metrics: dict, histograms: dict | None = None) -> None:
+        """Write one row; an evaluation in it joins the history (and may be the best) and redraws the curves."""
+        evaluation = {k: v for k, v in metrics.items() if k.startswith("eval/")}
+        if evaluation:
+            self.history.append({"iteration": iteration, **evaluation})
+            if evaluation["eval/success"] > self.best["eval/success"]:
+                self.best = {"eval/success": evaluation["eval/success"], "iteration": iteration}
+        if self.accelerator.is_main_process:
+            with open(self.path, "a") as handle:
+                handle.write(json.dumps({"iteration": iteration, **metrics}) + "\n")
+            if histograms:
+                with open(os.path.join(self.cfg.output_dir, "gate_hist.jsonl"), "a") as handle:
+                    handle.write(json.dumps({"iteration": iteration, **histograms}) + "\n")
+        if self.cfg.report_to != "none":
+            self.accelerator.log(metrics, step=iteration)
+        if evaluation:
+            self.plot()
+
+    def plot(self) -> None:
+        if self.accelerator.is_main_process and self.cfg.plot:
+            from plots import plot_curves
+            plot_curves(self.path, os.path.join(self.cfg.output_dir, "curves.png"))
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "eval_history": self.history}
+
+    def finish(self) -> dict:
+        self.plot()
+        if self.cfg.report_to != "none":
+            self.accelerator.end_training()
+        return {"final": self.history[-1] if self.history else {}, "best": self.best}
+
+
+def reduce_mean(accelerator, metrics: dict) -> dict:
+    """Average each numeric metric over processes (every process reports the same keys)."""
+    if accelerator.num_processes == 1:
+        return metrics
+    keys = sorted(metrics)
+    values = torch.tensor([float(metrics[k]) for k in keys], device=accelerator.device)
+    values = accelerator.reduce(values, reduction="mean")
+    return dict(zip(keys, values.tolist()))
+
+
+def iteration_metrics(accelerator, roll: dict, num_samples: int, extra: dict) -> dict:
+    """The rollout's train/* metrics and `extra` (losses, timings), averaged over processes. Success per
+    task type is kept on one process only: the task types differ between processes."""
+    metrics = {"train/reward": roll["return"], "train/success": roll["success"], "train/score": roll["score"],
+               "train/invalid_rate": roll["invalid_rate"], "train/episode_length": roll["episode_length"],
+               "train/step_samples": num_samples, "perf/rollout_tok_s": roll["tokens_per_s"], **extra}
+    metrics = reduce_mean(accelerator, metrics)
+    if accelerator.num_processes == 1:
+        metrics.update({f"train/{k}": v for k, v in roll.items() if k.startswith("success/")})
+    return metrics
+
+
+def gate_statistics(accelerator, old_logp: torch.Tensor, teacher_logp: torch.Tensor, response_mask: torch.Tensor,
+                    action_mask: torch.Tensor, beta: float) -> tuple[dict, dict]:
+    """What the gap gate sees on this iteration's tokens, split into action tokens and the rest.
+
+    gap = teacher_logp - old_logp and g = sigmoid(beta gap), all `(N, T)`: at the rollout weights, i.e.
+    what the first update step of the iteration gates (later steps move the student a little).
+    Returns (metrics `sdar/{gap_mean,gate_mean,gate_active}/{action,other}`, histogram counts summed
+    over processes: `gap_action`, `gap_other` over GAP_EDGES and `gate_action`, `gate_other` over GATE_EDGES).
+    """
+    gap = (teacher_logp - old_logp).float()                                  # (N, T)
+    gate = torch.sigmoid(beta * gap)                                         # (N, T)
+    response = response_mask.bool()                                          # (N, T)
+    parts = {"action": response & action_mask.bool(), "other": response & ~action_mask.bool()}  # (N, T) each
+    sums, counts = [], []
+    for part, mask in parts.items():
+        sums += [gap[mask].sum(), gate[mask].sum(), (gate[mask] > 0.5).float().sum(), mask.sum().float()]
+        counts += [bin_counts(gap[mask], GAP_EDGES), bin_counts(gate[mask], GATE_EDGES)]
+    totals = torch.cat([torch.stack(sums)] + counts)                         # (8 + 2 * (40 + 20),)
+    if accelerator.num_processes > 1:
+        totals = accelerator.reduce(totals.to(accelerator.device), reduction="sum")
+    totals = totals.tolist()
+    metrics, histograms, offset = {}, {"gap_edges": GAP_EDGES, "gate_edges": GATE_EDGES}, 8
+    for index, part in enumerate(parts):
+        gap_sum, gate_sum, active, tokens = totals[4 * index:4 * index + 4]
+        if tokens:
+            metrics.update({f"sdar/gap_mean/{part}": gap_sum / tokens, f"sdar/gate_mean/{part}": gate_sum / tokens,
+                            f"sdar/gate_active/{part}": active / tokens})
+        for name, edges in (("gap", GAP_EDGES), ("gate", GATE_EDGES)):
+            histograms[f"{name}_{part}"] = [int(c) for c in totals[offset:offset + len(edges) - 1]]
+            offset += len(edges) - 1
+    return metrics, histograms
+
+
+def bin_counts(values: torch.Tensor, edges: list[float]) -> torch.Tensor:
+    """Counts `(len(edges) - 1,)` of 1-D `values` in the bins between `edges`; values outside fall in the end bins."""
+    inner = torch.tensor(edges[1:-1], dtype=values.dtype, device=values.device)  # (K-1,)
+    index = torch.bucketize(values.contiguous(), inner, right=True)          # (n,) in 0..K-1
+    return torch.bincount(index, minlength=len(edges) - 1).float()           # (K,)
