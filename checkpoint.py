@@ -33,12 +33,16 @@ def checkpoint_dir(output_dir: str) -> str:
     return os.path.join(output_dir, "checkpoints")
 
 
+def checkpoint_path(output_dir: str, iteration: int) -> str:
+    return os.path.join(checkpoint_dir(output_dir), f"{PREFIX}{iteration:06d}")
+
+
 def save_checkpoint(output_dir: str, iteration: int, model, tokenizer, optimizer, scheduler, state: dict,
                     keep: int = 2) -> str:
     """Write checkpoint `iteration` atomically (call on the main process only); return its path."""
     root = checkpoint_dir(output_dir)
     os.makedirs(root, exist_ok=True)
-    final = os.path.join(root, f"{PREFIX}{iteration:06d}")
+    final = checkpoint_path(output_dir, iteration)
     tmp = tempfile.mkdtemp(prefix=".tmp-", dir=root)
     model.save_pretrained(os.path.join(tmp, "model"), safe_serialization=True)
     tokenizer.save_pretrained(os.path.join(tmp, "model"))
@@ -76,21 +80,23 @@ def clean_partial(output_dir: str) -> None:
                 shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
 
-RUN_FILES = ("checkpoints", "final", "metrics.jsonl", "gate_hist.jsonl", "curves.png", "config.json")
+RUN_FILES = ("checkpoints", "final", "metrics.jsonl")          # what an earlier run would lose
+DERIVED_FILES = ("gate_hist.jsonl", "curves.png", "config.json")  # rewritten by every run
 
 
 def earlier_run(output_dir: str) -> list[str]:
-    """The files of an earlier run in output_dir (empty when it holds none): a fresh run would replace them."""
+    """The results of an earlier run in output_dir (empty when it holds none): a fresh run would replace
+    them. A run that stopped in its setup leaves at most config.json, which is not a result."""
     return [name for name in RUN_FILES if os.path.exists(os.path.join(output_dir, name))]
 
 
 def delete_run(output_dir: str) -> None:
-    """Delete an earlier run's files (only on request: `--overwrite true`)."""
-    for name in earlier_run(output_dir):
+    """Delete an earlier run's files (results only on request: `--overwrite true`)."""
+    for name in RUN_FILES + DERIVED_FILES:
         path = os.path.join(output_dir, name)
         if os.path.isdir(path):
             shutil.rmtree(path)
-        else:
+        elif os.path.exists(path):
             os.remove(path)
 
 

@@ -10,6 +10,7 @@ Validation runs before any model or environment loads, and every error names the
 
 from __future__ import annotations
 
+import argparse
 import ast
 import dataclasses
 import importlib.util
@@ -18,6 +19,7 @@ import json
 import math
 import os
 import sys
+import textwrap
 import types
 import typing
 from dataclasses import dataclass
@@ -74,6 +76,9 @@ class TrainConfig:
     """Prompt tokens (left-truncated)."""
     max_new_tokens: int = 512
     """Response tokens per turn."""
+    stop_at_action: bool | None = None
+    """Stop sampling at the first closed action tag and train on the response up to it (project, the
+    default), or sample to EOS or the token budget and train on all of it (False; the released code)."""
     temperature: float = 1.0
     """Sampling temperature of training rollouts (top-p 1.0, no top-k)."""
     invalid_penalty: float | None = None
@@ -83,6 +88,9 @@ class TrainConfig:
     fast_decode: bool = False
     """Static KV cache + torch.compile for generate (GPU; bucketed shapes, warm-up cost reported)."""
 
+    parity: str = "project"
+    """project (this project's defaults) | released (every switch the released code's way: see README
+    'Differences from the released code'). Only fills what you leave unset."""
     method: str = "sdar"
     """sdar | grpo | grpo_opsd | opsd | skill_grpo | skill_sd | rlsd: sets the unset coefficients below."""
     pg_coef: float | None = None
@@ -99,14 +107,18 @@ class TrainConfig:
     """Weight of the Skill-SD term (0.001 for method skill_sd)."""
     rlsd_lam: float | None = None
     """RLSD advantage reweighting strength (0.5 for method rlsd; 0 = off)."""
+    rlsd_decay_iterations: int = 100
+    """RLSD's strength decays linearly to 0 over this many iterations (released code: 100; 0 = constant)."""
+    skill_sd_rho_grad: bool = True
+    """Skill-SD: the gradient flows through the importance weight rho (released code); False detaches it."""
     gate: str = "gap"
     """gap | entropy | soft_or."""
     divergence: str = "sampled"
     """sampled (the released code) | reverse_kl | forward_kl | jsd (full-vocabulary, teacher recomputed live)."""
     teacher_context: str = "prefix"
     """prefix (released code: skills before the templated prompt) | in_prompt (paper: inside the user message)."""
-    skill_retrieval: str = "keyword"
-    """keyword | full | random | ucb."""
+    skill_retrieval: str | None = None
+    """keyword (the default) | full | random | ucb."""
     show_skills_to_student: bool | None = None
     """Put the skills into the student's training prompt (Skill-GRPO)."""
     eval_with_skills: bool = False
@@ -136,8 +148,9 @@ class TrainConfig:
     """PPO clip above 1."""
     dual_clip: float | None = 3.0
     """Dual-clip bound for negative advantages (None = off)."""
-    loss_agg: str = "token-mean"
-    """token-mean | seq-mean-token-mean | seq-mean-token-sum | seq-mean-token-sum-norm (normalised over the whole mini-batch)."""
+    loss_agg: str | None = None
+    """token-mean (the default: over the whole mini-batch) | micro-token-mean (released code: per micro-batch)
+    | seq-mean-token-mean | seq-mean-token-sum | seq-mean-token-sum-norm; see grpo.aggregate."""
     norm_by_std: bool = True
     """Divide advantages by the group std (False = Dr.GRPO)."""
     cross_steps: bool = True
@@ -163,6 +176,8 @@ class TrainConfig:
     """none | tensorboard | wandb (through accelerate's trackers; metrics.jsonl is always written)."""
     plot: bool = True
     """Write curves.png next to metrics.jsonl (needs matplotlib)."""
+    dry_run: bool = False
+    """Print the resolved config, check it and the env's setup (data folder, retriever), then exit: no model loads."""
 
 
 def _attach_field_docs(cls):
@@ -199,10 +214,23 @@ METHODS = {
     "skill_sd": dict(skill_sd_coef=0.001),
     "rlsd": dict(rlsd_lam=0.5),
 }
+# The switches of `parity` (README 'Differences from the released code'). Config fields left unset and
+# env kwargs not given are filled from the chosen column.
+PARITY = {
+    "project": dict(stop_at_action=True, loss_agg="token-mean", skill_retrieval="keyword"),
+    "released": dict(stop_at_action=False, loss_agg="micro-token-mean", skill_retrieval="keyword"),
+}
+PARITY_ENV_KWARGS = {
+    "project": {},
+    "released": {"clip_observations": False, "action_parse": "released"},
+}
+PARITY_ENV_KWARGS_SEARCH = {"released": {"last_turn_hint": False}}
+
+
 CHOICES = {
     "env_backend": BACKENDS, "gate": GATES, "divergence": DIVERGENCES, "teacher_context": TEACHER_CONTEXTS,
     "skill_retrieval": RETRIEVAL_MODES, "loss_agg": AGG_MODES, "report_to": ("none", "tensorboard", "wandb"),
-    "method": tuple(METHODS),
+    "method": tuple(METHODS), "parity": tuple(PARITY),
 }
 # `python train.py` on the embedded tiny agent: the same algorithm, sized for a 2-core CPU (about
 # 8 minutes): small rooms, the two shortest task types, one history step, short responses, fewer and
@@ -222,7 +250,19 @@ REAL_ENV_PACKAGES = {"alfworld": "alfworld", "webshop": "web_agent_site"}
 
 
 def resolve(cfg: TrainConfig) -> TrainConfig:
-    """Fill every None that has an env or method default (explicit values always win)."""
+    """Fill every None that has an env, parity or method default (explicit values always win)."""
+    for name, value in PARITY.get(cfg.parity, {}).items():
+        if getattr(cfg, name) is None:
+            setattr(cfg, name, value)
+    released_env = {**PARITY_ENV_KWARGS.get(cfg.parity, {}),
+                    **(PARITY_ENV_KWARGS_SEARCH.get(cfg.parity, {}) if cfg.env_name == "search" else {})}
+    if released_env:
+        try:
+            given = json.loads(cfg.env_kwargs)
+        except ValueError:
+            given = None                            # validate reports it
+        if isinstance(given, dict):
+            cfg.env_kwargs = json.dumps({**released_env, **given})
     if cfg.env_name in ENV_DEFAULTS:
         for name, value in ENV_DEFAULTS[cfg.env_name].items():
             if getattr(cfg, name) is None:
@@ -315,13 +355,24 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
                  "give a folder written by save_pretrained, a hub id like Qwen/Qwen2.5-0.5B-Instruct, or 'embedded'")
 
 
+HELP_HEADER = "\n".join([
+    "SDAR training (README: the default run; reproducing the paper).", "",
+    "The defaults below are the paper's (SPEC §4). A bare `python train.py` runs the embedded tiny agent",
+    "(--model embedded), and then config.EMBEDDED_DEFAULTS replace them:",
+    textwrap.fill(", ".join(f"{k}={v}" for k, v in EMBEDDED_DEFAULTS.items()), 100, initial_indent="  ",
+                  subsequent_indent="  "),
+    "Flags and --config YAML values override both; --parity released fills every switch you leave unset",
+    "the released code's way; --dry_run true prints the resolved config and checks the env's setup."])
+
+
 def parse_config(argv: list[str] | None = None) -> TrainConfig:
     """CLI flags over an optional YAML file over the (embedded CPU) defaults; then resolve presets."""
     import yaml
     from transformers import HfArgumentParser
 
     argv = sys.argv[1:] if argv is None else argv
-    parser = HfArgumentParser(TrainConfig)
+    parser = HfArgumentParser(TrainConfig, description=HELP_HEADER,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     pre, _ = parser.parse_known_args(argv)
     values = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
+AGG_MODES = ("token-mean", "micro-token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
 
 
 def aggregate(values: torch.Tensor, mask: torch.Tensor, mode: str = "token-mean",
@@ -18,10 +18,18 @@ def aggregate(values: torch.Tensor, mask: torch.Tensor, mode: str = "token-mean"
 
     token-mean:               sum_bt m*x / sum_bt m                  (verl default; verl-agent and the
                                                                       SDAR code; TRL's "dapo")
+    micro-token-mean:         the same over one micro-batch, divided by the number of accumulation steps
+                              K (pass denominator = its own token count x K); data-parallel training
+                              then averages over the G GPUs. This is how the released code (verl)
+                              applies token-mean: L = 1/G sum_g 1/K sum_k [sum_{bt in k,g} m*x / sum m],
+                              so a micro-batch with few tokens weighs as much as one with many.
     seq-mean-token-mean:      mean_b [ sum_t m*x / sum_t m ]         (DeepSeekMath GRPO; TRL's "grpo")
     seq-mean-token-sum:       mean_b [ sum_t m*x ]                   (verl option)
     seq-mean-token-sum-norm:  mean_b [ sum_t m*x / L ]               (Dr.GRPO, TRL's "dr_grpo"; verl's
                                                                       version divides the plain sum by L)
+    For token-mean and the seq modes, pass denominator = the count of the whole mini-batch (tokens or
+    rows) over all accumulation steps and GPUs: micro-batches and processes then add up to exactly the
+    loss of one big batch (this project's default).
     L is `norm_length`, a constant such as the generation budget (max_new_tokens); it defaults to this
     batch's width T, which makes the result depend on how samples are grouped into batches.
     Rows with no response token are left out of the sequence means.
@@ -33,7 +41,7 @@ def aggregate(values: torch.Tensor, mask: torch.Tensor, mode: str = "token-mean"
     losses instead of averaging them.
     """
     mask = mask.to(values.dtype)                                     # (B, T)
-    if mode == "token-mean":
+    if mode in ("token-mean", "micro-token-mean"):
         total = (values * mask).sum()                                # ()
         count = mask.sum()                                           # ()
     elif mode in ("seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"):
@@ -140,14 +148,16 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor, clamp: float | None = 10.0
 
 def skill_sd_loss(student_logp: torch.Tensor, old_logp: torch.Tensor, teacher_logp: torch.Tensor,
                   mask: torch.Tensor, agg: str = "token-mean", denominator: float | torch.Tensor | None = None,
-                  norm_length: int | None = None) -> torch.Tensor:
-    """Skill-SD baseline term: agg_t( rho_t k3(student, teacher)_t ), rho_t = sg(exp(min(logp - old_logp, 10))).
+                  norm_length: int | None = None, rho_grad: bool = True) -> torch.Tensor:
+    """Skill-SD baseline term: agg_t( rho_t k3(student, teacher)_t ), rho_t = exp(min(logp - old_logp, 10)).
 
     All inputs `(B, T)`. k3 with d = teacher_logp - student_logp estimates KL(student || teacher) from
-    the student's own samples; rho_t corrects for the samples coming from the rollout policy and is a
-    constant weight.
+    the student's own samples; rho_t corrects for the samples coming from the rollout policy. In the
+    released code the gradient also flows through rho_t (`rho_grad=True`), which adds rho_t k3_t to
+    each token's gradient; `rho_grad=False` treats rho_t as a constant weight.
     """
-    rho = torch.exp((student_logp - old_logp).clamp(max=10.0)).detach()  # (B, T)
+    rho = torch.exp((student_logp - old_logp).clamp(max=10.0))      # (B, T)
+    rho = rho if rho_grad else rho.detach()                          # (B, T)
     k3 = kl_k3(student_logp, teacher_logp.detach(), clamp=None)      # (B, T)
     return aggregate(rho * k3, mask, agg, denominator, norm_length)
 

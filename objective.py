@@ -20,7 +20,8 @@ def sdar_objective(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.T
                    advantages: torch.Tensor, mask: torch.Tensor, *, entropy: torch.Tensor | None = None,
                    divergence: torch.Tensor | None = None, pg_coef: float = 1.0, kl_coef: float = 0.01,
                    entropy_coef: float = 0.001, sdar_coef: float = 0.01, beta: float = 5.0, gate: str = "gap",
-                   skill_sd_coef: float = 0.0, rlsd_lam: float = 0.0, clip_low: float = 0.2, clip_high: float = 0.2,
+                   skill_sd_coef: float = 0.0, skill_sd_rho_grad: bool = True, rlsd_lam: float = 0.0,
+                   clip_low: float = 0.2, clip_high: float = 0.2,
                    dual_clip: float | None = 3.0, agg: str = "token-mean",
                    denominator: float | torch.Tensor | None = None, norm_length: int | None = None):
     """The loss to minimise and its metrics (floats). Every log-prob is `(B, T)` over the response tokens:
@@ -56,7 +57,7 @@ def sdar_objective(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.T
                         "sdar/gate_active": masked_mean((gate_values > 0.5).to(gate_values.dtype), mask).item(),
                         "sdar/gap_mean": masked_mean(gap, mask).item()})
     if skill_sd_coef > 0:
-        skill_sd = skill_sd_loss(logp, old_logp, teacher_logp, mask, agg, denominator, norm_length)
+        skill_sd = skill_sd_loss(logp, old_logp, teacher_logp, mask, agg, denominator, norm_length, skill_sd_rho_grad)
         loss = loss + skill_sd_coef * skill_sd
         metrics["loss/skill_sd"] = skill_sd.item()
     return loss, metrics

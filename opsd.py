@@ -134,9 +134,12 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
 
 
 def render_chat(tokenizer, user_message: str) -> str:
-    """One user message through the tokenizer's chat template, ready for the assistant's reply."""
+    """One user message through the tokenizer's chat template, ready for the assistant's reply.
+
+    `enable_thinking=False` turns off the thinking mode of templates that have one (Qwen3), as the
+    released code does; templates without it ignore the variable."""
     return tokenizer.apply_chat_template([{"role": "user", "content": user_message}], tokenize=False,
-                                         add_generation_prompt=True)
+                                         add_generation_prompt=True, enable_thinking=False)
 
 
 def with_privileged(text: str, privileged_text: str) -> str:
@@ -144,16 +147,24 @@ def with_privileged(text: str, privileged_text: str) -> str:
     return PRIVILEGED_HEADER + privileged_text + "\n\n" + text
 
 
+def privileged_message(user_message: str, privileged_text: str) -> str:
+    """The user message with the privileged block after its first line, where the paper's Appendix E puts
+    the skills (after the task line in ALFWorld, after the first line in WebShop and Search-QA)."""
+    first, newline, rest = user_message.partition("\n")
+    return first + "\n" + with_privileged(rest, privileged_text) if newline else with_privileged(first, privileged_text)
+
+
 def teacher_prompt_text(tokenizer, user_message: str, privileged_text: str, mode: str = "prefix") -> str:
     """The teacher's prompt: the student's prompt with the privileged skill text.
 
     prefix (released code): the privileged block in front of the chat-templated student prompt.
-    in_prompt (paper): the privileged block inside the user message, through the chat template.
+    in_prompt (paper): the privileged block inside the user message after its first line, through the
+    chat template (`privileged_message`).
     """
     if mode == "prefix":
         return with_privileged(render_chat(tokenizer, user_message), privileged_text)
     if mode == "in_prompt":
-        return render_chat(tokenizer, with_privileged(user_message, privileged_text))
+        return render_chat(tokenizer, privileged_message(user_message, privileged_text))
     raise ValueError(f"teacher_context={mode!r} is unknown; choose one of {', '.join(TEACHER_CONTEXTS)}")
 
 

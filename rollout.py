@@ -17,7 +17,7 @@ import torch
 from transformers import CompileConfig, GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from envs.base import Env
-from opsd import left_pad, render_chat, with_privileged
+from opsd import left_pad, privileged_message, render_chat
 
 STOP_TAGS = {"alfworld": ("</action>",), "webshop": ("</action>",), "search": ("</search>", "</answer>")}
 
@@ -33,6 +33,7 @@ class RolloutConfig:
     invalid_penalty: float = 0.1     # subtracted from the score of a step with an invalid action
     split: str = "train"
     show_skills_to_student: bool = False   # Skill-GRPO: the skills go into the student's prompt too
+    stop_at_action: bool = True      # stop at the first closed action tag (False: sample to EOS or the budget)
     generation_batch_size: int | None = None  # rows per generate call (None: the whole active batch)
     sort_by_length: bool = False     # group prompts of similar length into the same generate call
     cache_implementation: str | None = None  # "static" with a compiled forward for fast decoding
@@ -64,7 +65,7 @@ def _tag_automaton(tags: tuple[str, ...]):
     States are the prefixes of the tags (0 is the empty one); a character moves to the longest suffix of
     the text so far that is still a tag prefix, and reaching a whole tag moves to the absorbing accept state.
     """
-    prefixes = sorted({tag[:k] for tag in tags for k in range(len(tag) + 1)}, key=lambda p: (len(p), p))
+    prefixes = sorted({""} | {tag[:k] for tag in tags for k in range(len(tag) + 1)}, key=lambda p: (len(p), p))
     index, accept = {p: i for i, p in enumerate(prefixes)}, len(prefixes)
     moves = {}
     for prefix in prefixes:
@@ -185,7 +186,8 @@ def bucket_rows(rows: int, cap: int) -> int:
 
 def generate_responses(model, tokenizer, prompts: list[list[int]], config: RolloutConfig,
                        tags: tuple[str, ...]) -> list[list[int]]:
-    """Sample one response per prompt (token ids exactly as sampled, cut at the action's end).
+    """Sample one response per prompt (token ids exactly as sampled, cut at the action's end): `tags` are the
+    closing tags to stop at; with none, each row samples to EOS or the token budget (the released rule).
 
     Fast path (`cache_implementation="static"`): HF's static KV cache with its compiled decode step;
     prompt widths are bucketed by `pad_to_multiple_of` and, when compiled, the rows to a power of two
@@ -272,11 +274,11 @@ def rollout(model, tokenizer, envs: list[Env], seeds: list[int], group_ids: list
         for i in active:
             message = envs[i].render_prompt(observations[i], histories[i], infos[i], config.history_length)
             if config.show_skills_to_student:
-                message = with_privileged(message, skills[i][0])
+                message = privileged_message(message, skills[i][0])
             messages[i] = message
             ids = tokenizer(render_chat(tokenizer, message), add_special_tokens=False)["input_ids"]
             prompts.append(ids[-config.max_prompt_length:])
-        tags = STOP_TAGS.get(envs[active[0]].name, ("</action>",))
+        tags = STOP_TAGS.get(envs[active[0]].name, ("</action>",)) if config.stop_at_action else ()
         start = time.perf_counter()
         responses = generate_responses(model, tokenizer, prompts, config, tags)
         generate_seconds += time.perf_counter() - start

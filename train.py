@@ -25,8 +25,9 @@ def task_seed(seed: int, iteration: int, group: int) -> int:
     return (seed * 1_000_003 + iteration * 10_007 + group) % (2**31 - 1)
 
 
-def load_model(cfg: TrainConfig, path: str, device):
-    """Tokenizer and float32 policy through from_pretrained (bf16 compute comes from autocast on GPU)."""
+def load_model(cfg: TrainConfig, path: str, device, adapter: str | None = None):
+    """Tokenizer and float32 policy through from_pretrained (bf16 compute comes from autocast on GPU).
+    With `lora_r > 0` the policy gets fresh LoRA adapters, or the trained ones saved in `adapter`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
@@ -40,23 +41,30 @@ def load_model(cfg: TrainConfig, path: str, device):
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     if cfg.lora_r > 0:
-        from peft import LoraConfig, get_peft_model
-        model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                                                 target_modules="all-linear", task_type="CAUSAL_LM"))
+        from peft import LoraConfig, PeftModel, get_peft_model
+        if adapter:
+            model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+        else:
+            model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                                                     target_modules="all-linear", task_type="CAUSAL_LM"))
     return tokenizer, model.to(device)
 
 
 def load_models(cfg: TrainConfig, resume_from: str | None, accelerator):
-    """(tokenizer, policy, reference): the policy from the checkpoint when resuming, the reference (the
-    frozen initial model for the KL term) only when `kl_coef > 0`, and None under LoRA, where the
-    initial model is the policy with its adapters switched off."""
+    """(tokenizer, policy, reference): the policy from the checkpoint when resuming (under LoRA the
+    checkpoint holds the adapters: the base model, then them), the reference (the frozen initial model
+    for the KL term) only when `kl_coef > 0`, and None under LoRA, where the initial model is the policy
+    with its adapters switched off."""
     model_path = cfg.model
     if cfg.model == "embedded":
         from warmstart import embedded_model_path
         with accelerator.main_process_first():
             model_path = embedded_model_path(cfg.env_name)
-    tokenizer, model = load_model(cfg, os.path.join(resume_from, "model") if resume_from else model_path,
-                                  accelerator.device)
+    saved = os.path.join(resume_from, "model") if resume_from else None
+    if cfg.lora_r > 0:
+        tokenizer, model = load_model(cfg, model_path, accelerator.device, adapter=saved)
+    else:
+        tokenizer, model = load_model(cfg, saved or model_path, accelerator.device)
     reference = None
     if cfg.kl_coef > 0 and cfg.lora_r == 0:
         _, reference = load_model(cfg, model_path, accelerator.device)
@@ -94,6 +102,7 @@ def rollout_config(cfg: TrainConfig, evaluation: bool = False, show_skills: bool
         max_prompt_length=cfg.max_prompt_length, invalid_penalty=cfg.invalid_penalty,
         temperature=cfg.eval_temperature if evaluation else cfg.temperature,
         split=cfg.eval_split if evaluation else "train", show_skills_to_student=show_skills,
+        stop_at_action=cfg.stop_at_action,
         generation_batch_size=cfg.generation_batch_size,
         cache_implementation="static" if cfg.fast_decode else None,
         pad_to_multiple_of=64 if cfg.fast_decode else None)
@@ -149,8 +158,8 @@ def train(cfg: TrainConfig) -> dict:
     from accelerate.utils import set_seed
     from tqdm import tqdm
 
-    from checkpoint import (check_output_dir, load_optimizer_state, load_trainer_state, save_on_all,
-                            start_output_dir)
+    from checkpoint import (check_output_dir, checkpoint_path, load_optimizer_state, load_trainer_state,
+                            save_on_all, start_output_dir)
     from envs.skills import SkillPicker
     from grpo import group_advantages
     from metrics import Logger, iteration_metrics
@@ -166,6 +175,7 @@ def train(cfg: TrainConfig) -> dict:
     state = load_trainer_state(resume_from) if resume_from else {"iteration": 0}
     accelerator.print(json.dumps(vars(cfg), indent=1))
     envs, eval_envs, panel = make_envs(cfg, world, rank)
+    set_seed(cfg.seed, device_specific=False)    # fresh LoRA adapters are drawn at random: the same every run
     tokenizer, model, reference = load_models(cfg, resume_from, accelerator)
     optimizer, scheduler = make_optimizer(cfg, model)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -184,6 +194,12 @@ def train(cfg: TrainConfig) -> dict:
                           f" on the {cfg.eval_tasks}-task panel")
         logger.log(0, row)
 
+    def save(done: int) -> None:
+        trainer_state = {**logger.state_dict(), "skipped_steps": state.get("skipped_steps", 0),
+                         "bandit": skills.state_dict()}
+        save_on_all(accelerator, cfg.output_dir, done, model, tokenizer, optimizer, scheduler, trainer_state,
+                    cfg.keep_checkpoints)
+
     local_tasks = cfg.tasks_per_iter // world
     progress = tqdm(range(state["iteration"], cfg.iterations), disable=not accelerator.is_main_process,
                     desc="sdar", initial=state["iteration"], total=cfg.iterations)
@@ -196,8 +212,13 @@ def train(cfg: TrainConfig) -> dict:
         groups = [rank * local_tasks + j for j in range(local_tasks)]
         seeds = [task_seed(cfg.seed, iteration, g) for g in groups for _ in range(cfg.group_size)]
         group_ids = [g for g in groups for _ in range(cfg.group_size)]
-        with accelerator.autocast():
-            samples, roll = rollout(policy, tokenizer, envs, seeds, group_ids, rollout_config(cfg), skills)
+        try:
+            with accelerator.autocast():
+                samples, roll = rollout(policy, tokenizer, envs, seeds, group_ids, rollout_config(cfg), skills)
+        except (Exception, KeyboardInterrupt):   # e.g. the retriever is gone: keep the iterations already done
+            if world == 1 and iteration > 0 and not os.path.isdir(checkpoint_path(cfg.output_dir, iteration)):
+                save(iteration)
+            raise
         skills.record(envs, samples)
         rollout_seconds = time.perf_counter() - start
 
@@ -215,7 +236,7 @@ def train(cfg: TrainConfig) -> dict:
         update_start = time.perf_counter()
         model.train()
         generator = torch.Generator().manual_seed(task_seed(cfg.seed, iteration, 20_000 + rank))
-        losses = update_policy(model, optimizer, accelerator, experience, cfg, generator, state)
+        losses = update_policy(model, optimizer, accelerator, experience, cfg, generator, state, iteration)
         scheduler.step()
         timings["perf/update_s"] = time.perf_counter() - update_start
 
@@ -230,16 +251,24 @@ def train(cfg: TrainConfig) -> dict:
         logger.log(done, metrics, histograms)
         progress.set_postfix(reward=f"{metrics['train/reward']:.2f}", success=f"{metrics['train/success']:.2f}")
         if done % cfg.save_every == 0 or done == cfg.iterations:
-            trainer_state = {**logger.state_dict(), "skipped_steps": state.get("skipped_steps", 0),
-                             "bandit": skills.state_dict()}
-            save_on_all(accelerator, cfg.output_dir, done, model, tokenizer, optimizer, scheduler, trainer_state,
-                        cfg.keep_checkpoints)
-    if accelerator.is_main_process:
-        policy.save_pretrained(os.path.join(cfg.output_dir, "final"), safe_serialization=True)
+            save(done)
+    if accelerator.is_main_process:          # under LoRA, merged: final/ is a whole model, usable as --model
+        (policy.merge_and_unload() if cfg.lora_r > 0 else policy).save_pretrained(
+            os.path.join(cfg.output_dir, "final"), safe_serialization=True)
         tokenizer.save_pretrained(os.path.join(cfg.output_dir, "final"))
     summary = logger.finish()
     accelerator.print(json.dumps(summary))
     return summary
+
+
+def dry_run(cfg: TrainConfig) -> None:
+    """Print the resolved config and build one environment (which checks a real benchmark's data folder,
+    checkout or retriever), without loading a model or writing anything."""
+    from envs import make_env
+
+    print(json.dumps(vars(cfg), indent=1))
+    make_env(cfg.env_name, cfg.env_backend, **json.loads(cfg.env_kwargs))
+    print(f"dry run: the config is valid and the {cfg.env_backend} {cfg.env_name} environment is set up")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,7 +302,10 @@ def main(argv: list[str] | None = None) -> int:
                               f"see train.py --help") from None
         sys.stderr.write(parser_output.getvalue())
         validate(cfg)                           # fails before anything heavy is loaded
-        train(cfg)
+        if cfg.dry_run:
+            dry_run(cfg)
+        else:
+            train(cfg)
     except (ConfigError, CheckpointError, EnvSetupError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

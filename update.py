@@ -123,14 +123,17 @@ def build_experience(model, reference, tokenizer, samples, advantages: torch.Ten
     return experience.to(next(model.parameters()).device), timings
 
 
-def objective_coefficients(cfg) -> dict:
-    """The keyword arguments of `sdar_objective` that come from the config."""
-    names = ("pg_coef", "kl_coef", "entropy_coef", "sdar_coef", "beta", "gate", "skill_sd_coef", "rlsd_lam",
-             "clip_low", "clip_high", "dual_clip")
-    return {**{name: getattr(cfg, name) for name in names}, "agg": cfg.loss_agg, "norm_length": cfg.max_new_tokens}
+def objective_coefficients(cfg, iteration: int = 0) -> dict:
+    """The keyword arguments of `sdar_objective` that come from the config, at training iteration `iteration`
+    (RLSD's strength decays linearly to 0 over `rlsd_decay_iterations`, as in the released code)."""
+    names = ("pg_coef", "kl_coef", "entropy_coef", "sdar_coef", "beta", "gate", "skill_sd_coef",
+             "skill_sd_rho_grad", "clip_low", "clip_high", "dual_clip")
+    decay = max(0.0, 1.0 - iteration / cfg.rlsd_decay_iterations) if cfg.rlsd_decay_iterations > 0 else 1.0
+    return {**{name: getattr(cfg, name) for name in names}, "rlsd_lam": cfg.rlsd_lam * decay, "agg": cfg.loss_agg,
+            "norm_length": cfg.max_new_tokens}
 
 
-def micro_step_loss(model, batch: Experience, mask: torch.Tensor, cfg, denominator: float):
+def micro_step_loss(model, batch: Experience, mask: torch.Tensor, cfg, denominator: float, iteration: int = 0):
     """The live forward of one micro-batch and its SDAR objective; returns (loss, metrics).
 
     mask `(b, T)` is the batch's response mask, zeroed on dummy rows. Only the student's forward carries
@@ -150,7 +153,7 @@ def micro_step_loss(model, batch: Experience, mask: torch.Tensor, cfg, denominat
                                       chunk_size=cfg.logprob_chunk_size)                     # (b, T)
     return sdar_objective(logp, batch.old_logp, batch.ref_logp, batch.teacher_logp, batch.advantages, mask,
                           entropy=entropy if need_entropy else None, divergence=divergence,
-                          denominator=denominator, **objective_coefficients(cfg))
+                          denominator=denominator, **objective_coefficients(cfg, iteration))
 
 
 def skip_step(optimizer, state: dict, step_sums: dict, max_bad_steps: int, print_fn) -> None:
@@ -170,13 +173,16 @@ def skip_step(optimizer, state: dict, step_sums: dict, max_bad_steps: int, print
 
 
 def update_policy(model, optimizer, accelerator, experience: Experience, cfg, generator: torch.Generator,
-                  state: dict) -> dict:
-    """Mini-batch updates over this process's experience; returns the averaged metrics.
+                  state: dict, iteration: int = 0) -> dict:
+    """Mini-batch updates over this process's experience at training iteration `iteration`; returns the
+    averaged metrics.
 
     The rows are split into K = ceil(N / per-process mini-batch) nearly equal mini-batches (K and the
     micro-batch counts agree over processes; a process with nothing left runs a zero-weight dummy row so
     collective operations stay in step). A non-finite gradient skips the step (counted in `state`).
     Logged losses are each micro-batch's own mean, averaged with its token (or row) count as weight.
+    `micro-token-mean` (the released code's weighting) normalises each micro-batch by its own token count
+    times the number of accumulation steps instead of by the mini-batch's count.
     """
     world, micro = accelerator.num_processes, cfg.micro_batch_size
     per_process = cfg.mini_batch_size // world
@@ -184,27 +190,28 @@ def update_policy(model, optimizer, accelerator, experience: Experience, cfg, ge
     num_minibatches = max(1, max(math.ceil(n / per_process) for n in sizes))
     lengths = (experience.attention_mask.sum(-1)).tolist()                        # prompt + response tokens
     response_lengths = experience.response_mask.sum(-1).tolist()
+    per_token = cfg.loss_agg in ("token-mean", "micro-token-mean")
     sums, weight, grad_norms = {}, 0.0, []
     for _ in range(cfg.ppo_epochs):
         order = torch.randperm(len(experience), generator=generator)
         for minibatch in range(num_minibatches):
             rows = torch.tensor_split(order, num_minibatches)[minibatch].tolist()
             rows.sort(key=lambda i: lengths[i])                                    # less padding, same sum
-            count = sum(response_lengths[i] if cfg.loss_agg == "token-mean" else int(response_lengths[i] > 0)
-                        for i in rows)
+            count = sum(response_lengths[i] if per_token else int(response_lengths[i] > 0) for i in rows)
             counts = accelerator.gather(torch.tensor([count, len(rows)], device=accelerator.device).view(1, 2))
-            denominator = max(1, counts[:, 0].sum().item()) / world               # DDP averages over processes
+            shared = max(1, counts[:, 0].sum().item()) / world                    # DDP averages over processes
             num_micro = max(1, math.ceil(counts[:, 1].max().item() / micro))
             step_sums, step_weight = {}, 0.0
             for k in range(num_micro):
                 micro_rows = rows[k * micro:(k + 1) * micro]
                 batch = experience[micro_rows or [0]]
                 mask = batch.response_mask * torch.tensor(1.0 if micro_rows else 0.0)  # (b, T) dummy row: all 0
-                own_count = float(mask.sum() if cfg.loss_agg == "token-mean" else (mask.sum(-1) > 0).sum())
+                own_count = float(mask.sum() if per_token else (mask.sum(-1) > 0).sum())
+                denominator = max(own_count, 1.0) * num_micro if cfg.loss_agg == "micro-token-mean" else shared
                 sync = nullcontext() if k == num_micro - 1 else accelerator.no_sync(model)
                 with sync:
                     with accelerator.autocast():
-                        loss, metrics = micro_step_loss(model, batch, mask, cfg, denominator)
+                        loss, metrics = micro_step_loss(model, batch, mask, cfg, denominator, iteration)
                     accelerator.backward(loss)
                 scale = denominator / max(own_count, 1.0)                          # global-normalised -> own mean
                 for key, value in metrics.items():

@@ -7,6 +7,7 @@ POINT is where the N-th occurrence kills the process, with no chance to clean up
     update     after the N-th iteration's optimizer steps, before its metrics and checkpoint
     prune      half-way through deleting an old checkpoint (the first one removed, N = 1)
     nan        not a crash: every advantage is NaN from the start, so updates turn non-finite
+    retriever  not a crash: the N-th rollout raises RetrieverError (the retriever went away), a clean exit
 
 Faults are injected by patching module attributes before train.main runs (train.py imports these
 names inside train()), so the production code carries no test hooks.
@@ -25,8 +26,10 @@ sys.path.insert(0, ROOT)
 
 import checkpoint  # noqa: E402
 import grpo  # noqa: E402
+import rollout  # noqa: E402
 import train  # noqa: E402
 import update  # noqa: E402
+from envs.search.retriever import RetrieverError  # noqa: E402
 
 
 def die():
@@ -62,6 +65,10 @@ def half_deleted(path, *args, **kwargs):
     die()
 
 
+def retriever_gone(*args):
+    raise RetrieverError("retriever http://127.0.0.1:9/retrieve: connection refused after 3 tries")
+
+
 def nan_advantages(*args, **kwargs):
     return real_advantages(*args, **kwargs) * float("nan")
 
@@ -77,6 +84,8 @@ if __name__ == "__main__":
         checkpoint.shutil = types.SimpleNamespace(rmtree=on_call(shutil.rmtree, n, before=half_deleted))
     elif point == "nan":
         grpo.group_advantages = nan_advantages
+    elif point == "retriever":
+        rollout.rollout = on_call(rollout.rollout, n, before=retriever_gone)
     else:
         sys.exit(f"unknown point {point!r}")
     sys.exit(train.main(argv))

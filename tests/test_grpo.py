@@ -183,13 +183,18 @@ def test_skill_sd_loss_value_and_gradient():
     teacher = torch.randn(3, 4, dtype=F64).clamp(max=0)               # gaps of ~3 nats: k3 above 10, unclamped
     mask = torch.tensor([[1, 1, 1, 0], [0, 0, 0, 0], [1, 0, 1, 1]])
     old = student.detach() - 0.3
-    loss = skill_sd_loss(student, old, teacher, mask)
     rho = math.exp(0.3)
     d = teacher - student.detach()
+    k3 = d.exp() - d - 1
     n = mask.sum()
-    assert (d.exp() - d - 1)[mask.bool()].max() > 10
-    torch.testing.assert_close(loss, (rho * (d.exp() - d - 1) * mask).sum() / n)
-    loss.backward()
-    torch.testing.assert_close(student.grad, rho * (1 - d.exp()) * mask / n)
+    assert k3[mask.bool()].max() > 10
+    for rho_grad in (True, False):
+        student.grad = None
+        loss = skill_sd_loss(student, old, teacher, mask, rho_grad=rho_grad)
+        torch.testing.assert_close(loss, (rho * k3 * mask).sum() / n)
+        loss.backward()
+        # d(rho k3)/ds = rho k3 (released: through rho, d rho/ds = rho) + rho (1 - e^d) (through k3)
+        expected = rho * ((k3 if rho_grad else 0.0) + 1 - d.exp()) * mask / n
+        torch.testing.assert_close(student.grad, expected)
     s = student.detach().bfloat16().requires_grad_()
     assert torch.isfinite(skill_sd_loss(s, s.detach(), teacher.bfloat16(), mask).float())

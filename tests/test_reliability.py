@@ -314,6 +314,64 @@ def test_a_real_alfworld_that_is_not_set_up_gives_one_line_and_exit_2(data, mode
         assert len(lines) == 1, result.stderr[-3000:]   # nothing loaded, nothing printed before it
     needle = "ALFWORLD_DATA" if data == "unset" else "no ALFWorld games"
     assert lines[-1].startswith("error: ") and needle in lines[-1]
+    from checkpoint import earlier_run
+    assert earlier_run(str(tmp_path / "run")) == []             # the failed setup left no result behind
+    fixed = run_train(FAST + ["--model", model_dir, "--output_dir", str(tmp_path / "run"), "--iterations", "1"])
+    assert fixed.returncode == 0, fixed.stderr[-3000:]          # so the corrected rerun is not refused
+
+
+def test_dry_run_checks_the_setup_and_writes_nothing(model_dir, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    result = run_train(["--model", model_dir, "--output_dir", str(out), "--dry_run", "true"], timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert '"env_backend": "builtin"' in result.stdout and "dry run: the config is valid" in result.stdout
+    assert not out.exists()
+    pytest.importorskip("alfworld")
+    monkeypatch.delenv("ALFWORLD_DATA", raising=False)
+    line = one_line_exit_2(["--model", model_dir, "--output_dir", str(out), "--dry_run", "true",
+                            "--env_backend", "real"])
+    assert "ALFWORLD_DATA" in line and not out.exists()
+
+
+def test_help_says_which_defaults_a_bare_run_uses():
+    result = run_train(["--help"], timeout=60)
+    assert result.returncode == 0
+    assert "paper" in result.stdout and "EMBEDDED_DEFAULTS" in result.stdout and "iterations=16" in result.stdout
+
+
+def test_a_retriever_lost_mid_run_keeps_the_iterations_done(straight, model_dir, tmp_path):
+    """The 3rd rollout fails (retriever gone): exit 1 with one line, a checkpoint of the 2 iterations done
+    although none was due (save_every 10), and the resumed run ends equal to the uninterrupted one."""
+    from checkpoint import list_checkpoints
+    out = str(tmp_path / "run")
+    args = THREE + ["--model", model_dir, "--output_dir", out, "--save_every", "10"]
+    result = fault_run("retriever", 3, args)
+    assert result.returncode == 1 and "retriever" in error_line(result)
+    assert [os.path.basename(path) for path in list_checkpoints(out)] == ["iter_000002"]
+    resumed = run_train(args + ["--resume", "true"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_weights(weights(os.path.join(straight, "final")), weights(os.path.join(out, "final")))
+    assert [row["iteration"] for row in read_metrics(out)] == list(range(1, ITERATIONS + 1))
+
+
+def test_lora_resume_keeps_the_trained_adapter_and_final_is_a_whole_model(model_dir, tmp_path):
+    """LoRA checkpoints hold only the adapter: resuming must load it onto the base model (a resumed run ends
+    equal to an uninterrupted one), and final/ is the merged model, usable as --model."""
+    pytest.importorskip("peft")
+    lora = ["--lora_r", "4", "--model", model_dir]
+    straight_out, split_out = str(tmp_path / "straight"), str(tmp_path / "split")
+    assert run_train(THREE + lora + ["--output_dir", straight_out]).returncode == 0
+    two = THREE + lora + ["--output_dir", split_out, "--iterations", "2"]
+    assert run_train(two).returncode == 0
+    resumed = run_train(THREE + lora + ["--output_dir", split_out, "--resume", "true"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final = weights(os.path.join(straight_out, "final"))
+    assert_same_weights(final, weights(os.path.join(split_out, "final")))
+    base = weights(model_dir)
+    assert any(not torch.equal(final[k], base[k]) for k in base)   # the adapter learned something, merged in
+    again = run_train(FAST + ["--model", os.path.join(straight_out, "final"), "--output_dir", str(tmp_path / "again"),
+                              "--iterations", "1"])
+    assert again.returncode == 0, again.stderr[-3000:]
 
 
 def file_digests(folder):

@@ -53,6 +53,12 @@ def test_every_method_runs_on_alfworld(method, model_dir, tmp_path):
     rows = check_run(result, str(tmp_path))
     if method in ("sdar", "grpo_opsd", "opsd"):
         assert "sdar/gate_mean" in rows[-1] and "loss/sdar" in rows[-1]
+        histograms = [json.loads(line) for line in open(os.path.join(tmp_path, "gate_hist.jsonl"))]
+        assert [h["iteration"] for h in histograms] == [1, 2]
+        for h in histograms:
+            tokens = sum(h["gap_action"]) + sum(h["gap_other"])
+            assert tokens > 0 and tokens == sum(h["gate_action"]) + sum(h["gate_other"])
+    assert 0.0 <= rows[0]["eval/teacher_success"] <= 1.0 and "eval/teacher_invalid_rate" in rows[0]
     if method == "grpo_opsd":
         assert rows[-1]["sdar/gate_mean"] == pytest.approx(0.5)
     if method == "skill_sd":

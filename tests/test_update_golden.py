@@ -27,7 +27,8 @@ sys.path.insert(0, HERE)
 GOLDEN = os.path.join(HERE, "golden", "update.json")
 CASES = {
     "sdar": dict(),
-    "skill_sd_seq_mean": dict(method="skill_sd", skill_sd_coef=0.1, loss_agg="seq-mean-token-mean"),
+    "skill_sd_seq_mean": dict(method="skill_sd", skill_sd_coef=0.1, loss_agg="seq-mean-token-mean",
+                              skill_sd_rho_grad=False),          # the record predates the released rho gradient
     "rlsd_dr_grpo": dict(method="rlsd", rlsd_lam=0.5, loss_agg="seq-mean-token-sum-norm", norm_by_std=False),
     "jsd_soft_or_in_prompt": dict(divergence="jsd", gate="soft_or", teacher_context="in_prompt", sdar_coef=0.1),
     "opsd_entropy_gate": dict(method="opsd", gate="entropy", divergence="reverse_kl", kl_coef=0.0),

@@ -1,0 +1,146 @@
+"""The switches that reproduce the released code (`--parity released` sets them all): the per-micro-batch
+loss weighting, the stop rule, the thinking mode of chat templates, RLSD's decay, the in-prompt placement
+of the skills, and what the preset fills in."""
+
+import json
+
+import pytest
+import torch
+
+from config import parse_config
+
+
+def _experience(tokenizer, response_lengths):
+    """Equal 3-token prompts, responses of the given lengths, advantages 1, -1, 2, -2, ...; old = live
+    (computed by the caller), so each token's loss is -A and its gradient -A d logp."""
+    from opsd import pack_batch
+    from update import Experience
+
+    prompts = [[5, 6, 7]] * len(response_lengths)
+    responses = [[10 + k for k in range(n)] for n in response_lengths]
+    input_ids, attention_mask, response_mask = pack_batch(prompts, responses, tokenizer.pad_token_id)
+    advantages = torch.tensor([(1.0 if i % 2 == 0 else -1.0) * (i // 2 + 1) for i in range(len(prompts))])
+    zeros = torch.zeros(response_mask.shape)
+    return Experience(input_ids, attention_mask, response_mask, input_ids, attention_mask, advantages,
+                      zeros, zeros, zeros)
+
+
+def _gradient_of(model, loss):
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return [p.grad.clone() for p in model.parameters()]
+
+
+def test_micro_token_mean_weighs_each_micro_batch_equally(tokenizer, tiny_model_factory):
+    """2 micro-batches of 2 and 5 response tokens: released weighting L = 1/2 (sum_1 l / 2 + sum_2 l / 5),
+    against this project's L = (sum_1 l + sum_2 l) / 7; checked on the parameter change of one SGD step."""
+    from accelerate import Accelerator
+
+    from config import TrainConfig, resolve
+    from opsd import token_logprobs
+    from update import update_policy
+
+    model = tiny_model_factory(seed=0)
+    lengths = [1, 1, 3, 2]                       # sorted by length in update_policy: micro-batches {1, 1}, {2, 3}
+    experience = _experience(tokenizer, lengths)
+    with torch.no_grad():
+        old = token_logprobs(model, experience.input_ids, experience.attention_mask, 3)[0] * experience.response_mask
+    experience.old_logp = experience.ref_logp = experience.teacher_logp = old
+
+    def token_loss_sum(rows):                    # sum over the rows' tokens of l_t = -A exp(logp - old) (value -A)
+        batch = experience[rows]
+        logp, _ = token_logprobs(model, batch.input_ids, batch.attention_mask, batch.response_mask.shape[1])
+        ratio = torch.exp(logp - batch.old_logp)                                         # (b, t)
+        return (-batch.advantages[:, None] * ratio * batch.response_mask).sum()
+
+    released = _gradient_of(model, 0.5 * (token_loss_sum([0, 1]) / 2 + token_loss_sum([3, 2]) / 5))
+    project = _gradient_of(model, (token_loss_sum([0, 1]) + token_loss_sum([3, 2])) / 7)
+    for loss_agg, expected in (("micro-token-mean", released), ("token-mean", project)):
+        model = tiny_model_factory(seed=0)
+        before = [p.detach().clone() for p in model.parameters()]
+        cfg = resolve(TrainConfig(mini_batch_size=4, micro_batch_size=2, loss_agg=loss_agg, kl_coef=0.0,
+                                  entropy_coef=0.0, sdar_coef=0.0, grad_clip=1e9))
+        update_policy(model, torch.optim.SGD(model.parameters(), lr=1.0), Accelerator(cpu=True), experience, cfg,
+                      torch.Generator().manual_seed(0), {})
+        for b, a, g in zip(before, model.parameters(), expected):
+            torch.testing.assert_close(b - a.detach(), g, atol=1e-6, rtol=1e-5)
+    assert any((a - b).abs().max() > 1e-4 for a, b in zip(released, project))       # the two weightings differ
+
+
+def test_sampling_to_eos_keeps_what_follows_the_action(tokenizer, tiny_model_factory):
+    """Without stop tags (the released rule) a closed action tag neither stops a row nor cuts its response:
+    only EOS or the budget end it, and the kept response is everything sampled, EOS included."""
+    from rollout import RolloutConfig, StopOnTags, cut_response, generate_responses
+
+    eos = {tokenizer.eos_token_id}
+    ids = tokenizer("<think>go</think><action>go to fridge 1</action> more text", add_special_tokens=False)["input_ids"]
+    ids = ids + [tokenizer.eos_token_id] + [7, 8]
+    for tags, stops_at in (((), ids.index(tokenizer.eos_token_id)), (("</action>",), None)):
+        stop = StopOnTags(tokenizer, tags, eos, len(tokenizer), torch.device("cpu"))
+        finished = [bool(stop(torch.tensor([ids[:k + 1]]), None)[0]) for k in range(len(ids))]
+        first = finished.index(True)
+        if stops_at is not None:
+            assert first == stops_at                                   # at EOS, not at "</action>"
+        else:
+            assert tokenizer.decode(ids[:first + 1]).endswith("</action>")
+    assert cut_response(ids, tokenizer, eos, ()) == ids[:ids.index(tokenizer.eos_token_id) + 1]
+    assert tokenizer.decode(cut_response(ids, tokenizer, eos, ("</action>",))).endswith("</action>")
+    model = tiny_model_factory(seed=3)
+    prompt = ids[:6]
+    runs = []
+    for tags in ((), ("</action>",)):
+        torch.manual_seed(0)
+        runs.append(generate_responses(model, tokenizer, [prompt] * 4, RolloutConfig(max_new_tokens=12), tags))
+    for whole, short in zip(*runs):
+        assert len(whole) == 12 or whole[-1] == tokenizer.eos_token_id
+        assert whole[:len(short)] == short                               # same samples: the stop rule only cuts
+
+
+def test_chat_templates_get_thinking_off(tokenizer):
+    from opsd import render_chat
+
+    thinking = ("{% for m in messages %}{{ m['content'] }}{% endfor %}"
+                "{% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>{% endif %}")
+    original = tokenizer.chat_template
+    try:
+        tokenizer.chat_template = thinking
+        assert render_chat(tokenizer, "hi") == "hi<think>\n\n</think>"
+    finally:
+        tokenizer.chat_template = original
+    assert render_chat(tokenizer, "hi").endswith("<|im_start|>assistant\n")   # templates without it: unchanged
+
+
+def test_rlsd_strength_decays_linearly_as_released():
+    from config import TrainConfig, resolve
+    from update import objective_coefficients
+
+    cfg = resolve(TrainConfig(method="rlsd"))
+    lam = [objective_coefficients(cfg, i)["rlsd_lam"] for i in (0, 50, 100, 150)]
+    assert lam == pytest.approx([0.5, 0.25, 0.0, 0.0])
+    cfg.rlsd_decay_iterations = 0
+    assert objective_coefficients(cfg, 150)["rlsd_lam"] == 0.5
+
+
+def test_in_prompt_skills_go_after_the_first_line(tokenizer):
+    from opsd import PRIVILEGED_HEADER, privileged_message, teacher_prompt_text
+
+    message = "Your task is to: put a mug in desk 1.\nNow at step 1 of 50. Observation: a room."
+    placed = privileged_message(message, "Mugs live in cabinets.")
+    assert placed == ("Your task is to: put a mug in desk 1.\n" + PRIVILEGED_HEADER + "Mugs live in cabinets.\n\n"
+                      "Now at step 1 of 50. Observation: a room.")
+    assert privileged_message("one line", "S") == PRIVILEGED_HEADER + "S\n\none line"
+    text = teacher_prompt_text(tokenizer, message, "Mugs live in cabinets.", mode="in_prompt")
+    assert text.index("put a mug") < text.index(PRIVILEGED_HEADER) < text.index("Now at step 1")
+
+
+def test_the_released_preset_fills_only_what_is_unset():
+    released = parse_config(["--parity", "released", "--env_name", "search", "--model", "Qwen/Qwen2.5-0.5B"])
+    assert (released.stop_at_action, released.loss_agg) == (False, "micro-token-mean")
+    assert json.loads(released.env_kwargs) == {"clip_observations": False, "action_parse": "released",
+                                               "last_turn_hint": False}
+    mixed = parse_config(["--parity", "released", "--loss_agg", "token-mean", "--env_kwargs",
+                          '{"action_parse": "project"}', "--model", "Qwen/Qwen2.5-0.5B"])
+    assert mixed.loss_agg == "token-mean" and mixed.stop_at_action is False
+    assert json.loads(mixed.env_kwargs) == {"clip_observations": False, "action_parse": "project"}
+    project = parse_config(["--model", "Qwen/Qwen2.5-0.5B"])
+    assert (project.stop_at_action, project.loss_agg, project.env_kwargs) == (True, "token-mean", "{}")
