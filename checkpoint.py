@@ -62,6 +62,15 @@ def save_checkpoint(output_dir: str, iteration: int, model, tokenizer, optimizer
     return final
 
 
+def save_final(output_dir: str, model, tokenizer) -> None:
+    """The trained policy in output_dir/final, loadable with from_pretrained (and as --model): a LoRA
+    policy is merged into its base model first (call last: merging changes the live model)."""
+    final = os.path.join(output_dir, "final")
+    (model.merge_and_unload() if hasattr(model, "merge_and_unload") else model).save_pretrained(
+        final, safe_serialization=True)
+    tokenizer.save_pretrained(final)
+
+
 def list_checkpoints(output_dir: str) -> list[str]:
     """Complete checkpoints, oldest first (temporary folders of interrupted writes are ignored)."""
     root = checkpoint_dir(output_dir)

@@ -136,6 +136,17 @@ def run_eval(model, tokenizer, accelerator, cfg, eval_envs, panel, skills, itera
     return out
 
 
+def evaluate_start(model, tokenizer, accelerator, cfg, eval_envs, panel, skills) -> dict:
+    """Row 0: the student on the panel and, with `eval_teacher`, the teacher (the same weights with the
+    skills shown): how much the privileged context is worth before any training."""
+    row = run_eval(model, tokenizer, accelerator, cfg, eval_envs, panel, skills, 0)
+    if cfg.eval_teacher:
+        row.update(run_eval(model, tokenizer, accelerator, cfg, eval_envs, panel, skills, 0, teacher=True))
+    teacher = f", teacher (skills shown) {row['eval/teacher_success']:.1%}" if cfg.eval_teacher else ""
+    accelerator.print(f"start: student {row['eval/success']:.1%}{teacher} on the {cfg.eval_tasks}-task panel")
+    return row
+
+
 def gate_metrics(accelerator, tokenizer, samples, experience, cfg) -> tuple[dict, dict | None]:
     """The gap gate on this iteration's tokens, action tokens vs the rest (metrics.gate_statistics)."""
     from metrics import gate_statistics
@@ -159,7 +170,7 @@ def train(cfg: TrainConfig) -> dict:
     from tqdm import tqdm
 
     from checkpoint import (check_output_dir, checkpoint_path, load_optimizer_state, load_trainer_state,
-                            save_on_all, start_output_dir)
+                            save_final, save_on_all, start_output_dir)
     from envs.skills import SkillPicker
     from grpo import group_advantages
     from metrics import Logger, iteration_metrics
@@ -186,13 +197,7 @@ def train(cfg: TrainConfig) -> dict:
     logger = Logger(cfg, accelerator, state)
     policy = accelerator.unwrap_model(model)
     if state["iteration"] == 0 and cfg.eval_every > 0:
-        row = run_eval(model, tokenizer, accelerator, cfg, eval_envs, panel, skills, 0)
-        if cfg.eval_teacher:
-            row.update(run_eval(model, tokenizer, accelerator, cfg, eval_envs, panel, skills, 0, teacher=True))
-        accelerator.print(f"start: student {row['eval/success']:.1%}" + (f", teacher (skills shown) "
-                          f"{row['eval/teacher_success']:.1%}" if cfg.eval_teacher else "") +
-                          f" on the {cfg.eval_tasks}-task panel")
-        logger.log(0, row)
+        logger.log(0, evaluate_start(model, tokenizer, accelerator, cfg, eval_envs, panel, skills))
 
     def save(done: int) -> None:
         trainer_state = {**logger.state_dict(), "skipped_steps": state.get("skipped_steps", 0),
@@ -252,10 +257,8 @@ def train(cfg: TrainConfig) -> dict:
         progress.set_postfix(reward=f"{metrics['train/reward']:.2f}", success=f"{metrics['train/success']:.2f}")
         if done % cfg.save_every == 0 or done == cfg.iterations:
             save(done)
-    if accelerator.is_main_process:          # under LoRA, merged: final/ is a whole model, usable as --model
-        (policy.merge_and_unload() if cfg.lora_r > 0 else policy).save_pretrained(
-            os.path.join(cfg.output_dir, "final"), safe_serialization=True)
-        tokenizer.save_pretrained(os.path.join(cfg.output_dir, "final"))
+    if accelerator.is_main_process:
+        save_final(cfg.output_dir, policy, tokenizer)
     summary = logger.finish()
     accelerator.print(json.dumps(summary))
     return summary
