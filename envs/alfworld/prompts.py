@@ -35,7 +35,7 @@ def render_prompt(self, observation: str, history: list[tuple[str, str]], info: 
     lines = [f"You are a household robot in a text world. Your task is to: {task}."]
     pairs = list(history) if isinstance(history, (list, tuple)) else []
     keep = max(0, int(history_length)) if isinstance(history_length, int) else 0
-    recent = pairs[len(pairs) - keep:] if keep else []
+    recent = pairs[-keep:] if keep else []
     if recent:
         lines.append(f"Your last {len(recent)} step(s):")
         first = step - len(recent) + 1

@@ -114,7 +114,7 @@ def render_prompt(observation, history, info, history_length, max_steps: int = 4
         past = list(history or [])
     except TypeError:
         past = []
-    past = past[len(past) - keep:] if keep else []
+    past = past[-keep:] if keep else []
 
     parts = ["Answer the question by searching an encyclopaedia. A search returns the top passages "
              "inside <information> </information>.",
