@@ -58,7 +58,9 @@ class TrainConfig:
     env_backend: str = "builtin"
     """builtin (offline engine, runs anywhere) | real (the benchmark's own package or server)."""
     env_kwargs: str = "{}"
-    """JSON object of keyword arguments for the environment class (room size, data path, retriever url)."""
+    """JSON object of keyword arguments for the environment class (room size, data path, retriever url, and the prompt switches clip_observations, action_parse, last_turn_hint; README 'Reproducing the paper')."""
+    prompt_template: str | None = None
+    """A prompt template file for the student's user message (None = the env's own envs/<env>/prompt.txt; fields in README 'Reproducing the paper')."""
     tasks_per_iter: int = 16
     """Tasks (groups) per iteration over all processes (paper: 16; Search-QA 128)."""
     group_size: int = 8
@@ -103,7 +105,9 @@ class TrainConfig:
     teacher_context: str = "prefix"
     """prefix (released code: skills before the templated prompt) | in_prompt (paper: inside the user message)."""
     skill_retrieval: str = "keyword"
-    """keyword | full | random | ucb."""
+    """keyword | full | random | ucb | released (the released code's rules: ALFWorld by task type, WebShop by keywords in the prompt, Search-QA by data source)."""
+    skills_dir: str | None = None
+    """A skill folder (e.g. the released SkillBank): <env>/general.md, one Markdown file per category, optional <env>/mapping.json. None = this repo's skills/."""
     show_skills_to_student: bool | None = None
     """Put the skills into the student's training prompt (Skill-GRPO)."""
     eval_with_skills: bool = False
@@ -197,7 +201,7 @@ METHODS = {
 CHOICES = {
     "env_backend": ("builtin", "real"), "gate": ("gap", "entropy", "soft_or"),
     "divergence": ("sampled", "reverse_kl", "forward_kl", "jsd"), "teacher_context": ("prefix", "in_prompt"),
-    "skill_retrieval": ("keyword", "full", "random", "ucb"), "loss_agg": AGG_MODES,
+    "skill_retrieval": ("keyword", "full", "random", "ucb", "released"), "loss_agg": AGG_MODES,
     "report_to": ("none", "tensorboard", "wandb"), "method": tuple(METHODS),
 }
 # `python train.py` on the embedded tiny agent: the same algorithm, sized for a 2-core CPU (about
@@ -214,7 +218,7 @@ EMBEDDED_DEFAULTS = dict(
     mini_batch_size=64, micro_batch_size=32, iterations=16, eval_every=4, eval_tasks=96, eval_temperature=1.0,
     save_every=4,
 )
-REAL_ENV_PACKAGES = {"alfworld": "alfworld", "webshop": "web_agent_site"}
+REAL_ENV_PACKAGES = {"alfworld": "alfworld"}  # WebShop is a checkout, checked by RealWebShop.check_kwargs
 
 
 def resolve(cfg: TrainConfig) -> TrainConfig:
@@ -303,12 +307,41 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
         if importlib.util.find_spec(package) is None:
             fail("env_backend", f"the real {cfg.env_name} needs the '{package}' package, which is not installed",
                  "see README 'Real benchmarks', or use env_backend=builtin")
+    validate_env_setup(cfg, env_kwargs)
     if cfg.model != "embedded":
         path = os.path.expanduser(cfg.model)
         looks_like_path = os.path.exists(path) or cfg.model.startswith((".", "/", "~")) or cfg.model.count("/") != 1
         if looks_like_path and not os.path.isfile(os.path.join(path, "config.json")):
             fail("model", f"{cfg.model!r} is not a model folder (no config.json)",
                  "give a folder written by save_pretrained, a hub id like Qwen/Qwen2.5-0.5B-Instruct, or 'embedded'")
+
+
+def env_kwargs_of(cfg: TrainConfig) -> dict:
+    """The keyword arguments of the env class: `env_kwargs` plus the `prompt_template` field."""
+    kwargs = json.loads(cfg.env_kwargs)
+    if cfg.prompt_template is not None:
+        kwargs["prompt_template"] = cfg.prompt_template
+    return kwargs
+
+
+def validate_env_setup(cfg: TrainConfig, env_kwargs: dict) -> None:
+    """The env's kwargs, prompt template, real-benchmark setup and skill folder (cheap: files and
+    signatures only, no network), so that a misspelled key or a missing data folder fails here."""
+    from envs import check_env_kwargs
+    from envs.base import EnvSetupError
+    from envs.skills import check_skills_dir
+
+    if cfg.prompt_template is not None and "prompt_template" in env_kwargs:
+        raise ConfigError("prompt_template: given both as a field and in env_kwargs; keep one")
+    try:
+        check_env_kwargs(cfg.env_name, cfg.env_backend, env_kwargs_of(cfg))
+    except (ValueError, EnvSetupError) as error:
+        raise ConfigError(str(error)) from None
+    if cfg.skills_dir is not None:
+        try:
+            check_skills_dir(cfg.skills_dir, cfg.env_name)
+        except ValueError as error:
+            raise ConfigError(f"skills_dir: {error}") from None
 
 
 def parse_config(argv: list[str] | None = None) -> TrainConfig:

@@ -68,7 +68,7 @@ class PromptTemplate:
             if header:
                 current = header.group(1).strip()
                 if current not in SECTIONS or current in sections and (current != "prompt" or sections[current]):
-                    raise TemplateError(f"{source}: section '=== {current} ===' is unknown or repeated; "
+                    raise TemplateError(f"prompt_template {source}: section '=== {current} ===' is unknown or repeated; "
                                         f"sections are {', '.join(SECTIONS)}")
                 sections[current] = []
                 continue
@@ -77,12 +77,12 @@ class PromptTemplate:
         if default_step is not None:
             texts.setdefault("history step", default_step)
         if "history step" not in texts:
-            raise TemplateError(f"{source}: no '=== history step ===' section")
+            raise TemplateError(f"prompt_template {source}: no '=== history step ===' section")
         if not texts["prompt"].strip():
-            raise TemplateError(f"{source}: the template is empty")
+            raise TemplateError(f"prompt_template {source}: the template is empty")
 
         def parse(name: str, allowed: dict[str, str]) -> list[list[tuple[str, str | None]]]:
-            return [_parse_line(line, allowed, f"{source} [{name}] line {number}")
+            return [_parse_line(line, allowed, f"prompt_template {source} [{name}] line {number}")
                     for number, line in enumerate(texts[name].split("\n"), start=1)]
 
         self.turn = parse("prompt", fields)
