@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from config import ConfigError, TrainConfig, parse_config, validate
+from config import ConfigError, TrainConfig, env_kwargs_of, parse_config, validate
 
 
 def task_seed(seed: int, iteration: int, group: int) -> int:
@@ -48,19 +48,18 @@ def load_model(cfg: TrainConfig, path: str, device):
 
 
 def make_skill_fn(cfg: TrainConfig, rng: random.Random, bandit):
-    """skill_fn(env, info) -> (skill text, category), remembering the files used (for the UCB bandit)."""
-    from envs import env_module
-    from envs.skills import load_skills, retrieve_skills
+    """skill_fn(env, info, prompt_text="") -> (skill text, category), remembering the files used (for the
+    UCB bandit). `prompt_text`, the student's message, is read only by the released WebShop rule."""
+    from envs.skills import SkillBank
 
-    skills, module, used = load_skills(cfg.env_name), env_module(cfg.env_name), {}
+    bank, used = SkillBank(cfg.env_name, cfg.skills_dir), {}
 
-    def skill_fn(env, info):
-        category = module.skill_category(info["task_description"])
-        text, names = retrieve_skills(skills, category, cfg.skill_retrieval, rng, bandit)
+    def skill_fn(env, info, prompt_text=""):
+        text, names, category = bank.for_task(info, prompt_text, cfg.skill_retrieval, rng, bandit)
         used[id(env)] = (category, names)
         return text, category
 
-    return skill_fn, list(skills), used
+    return skill_fn, bank.files, used
 
 
 def rollout_config(cfg: TrainConfig, evaluation: bool = False):
@@ -170,7 +169,7 @@ def train(cfg: TrainConfig) -> dict:
         with open(os.path.join(cfg.output_dir, "config.json"), "w") as handle:
             json.dump(vars(cfg), handle, indent=1)
 
-    env_kwargs = json.loads(cfg.env_kwargs)
+    env_kwargs = env_kwargs_of(cfg)
     local_tasks = cfg.tasks_per_iter // world
     envs = [make_env(cfg.env_name, cfg.env_backend, **env_kwargs) for _ in range(local_tasks * cfg.group_size)]
     panel = list(range(cfg.eval_tasks))[rank::world]
