@@ -8,7 +8,11 @@ interface, so the trainer cannot tell a built-in engine from the real benchmark.
 | `search`   | `envs.search.engine.BuiltinSearchQA`       | `envs.search.real.RealSearchQA` (HTTP retriever) |
 
 Each package also exports `SKILL_CATEGORIES` and `skill_category(task_description)` (the keyword
-rules that pick the teacher's skill file, see `envs/skills.py`).
+rules that pick the teacher's skill file, see `envs/skills.py`). `check_env_kwargs` checks a config's
+`env_kwargs` against the class before anything loads.
+
+Every class takes the prompt switches `prompt_template` (see `envs/templates.py`), `clip_observations`
+and `action_parse` ("project" | "released"); the Search-QA classes also `last_turn_hint`.
 """
 
 from __future__ import annotations

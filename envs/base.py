@@ -81,6 +81,10 @@ class Env(Protocol):
     def parse_action(self, response: str) -> tuple[str, bool]:
         """Extract the action from the model's text: (action, valid). Never raises."""
 
+    def num_tasks(self, split: str) -> int:
+        """Tasks of a split: `reset(..., task_index=i)` for i < num_tasks is each of them once (a final
+        evaluation on the whole split)."""
+
 
 _LATIN = re.compile(r"^[\u0000-\u024F\u1E00-\u1EFF\u2000-\u206F\u20A0-\u20CF\u2100-\u214F]*$")
 
