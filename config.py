@@ -58,9 +58,9 @@ class TrainConfig:
     env_backend: str = "builtin"
     """builtin (offline engine, runs anywhere) | real (the benchmark's own package or server)."""
     env_kwargs: str = "{}"
-    """JSON object of keyword arguments for the environment class (room size, data path, retriever url, and the prompt switches clip_observations, action_parse, last_turn_hint; README 'Reproducing the paper')."""
+    """JSON object of keyword arguments for the env class (room size, data path, retriever url, prompt switches)."""
     prompt_template: str | None = None
-    """A prompt template file for the student's user message (None = the env's own envs/<env>/prompt.txt; fields in README 'Reproducing the paper')."""
+    """A template file for the student's prompt (None = envs/<env>/prompt.txt; README 'Your own prompt template')."""
     tasks_per_iter: int = 16
     """Tasks (groups) per iteration over all processes (paper: 16; Search-QA 128)."""
     group_size: int = 8
@@ -105,9 +105,9 @@ class TrainConfig:
     teacher_context: str = "prefix"
     """prefix (released code: skills before the templated prompt) | in_prompt (paper: inside the user message)."""
     skill_retrieval: str = "keyword"
-    """keyword | full | random | ucb | released (the released code's rules: ALFWorld by task type, WebShop by keywords in the prompt, Search-QA by data source)."""
+    """keyword | full | random | ucb | released (ALFWorld by task type, WebShop by keywords, Search by source)."""
     skills_dir: str | None = None
-    """A skill folder (e.g. the released SkillBank): <env>/general.md, one Markdown file per category, optional <env>/mapping.json. None = this repo's skills/."""
+    """A skill folder such as the released SkillBank (<env>/general.md + one file per category); None = skills/."""
     show_skills_to_student: bool | None = None
     """Put the skills into the student's training prompt (Skill-GRPO)."""
     eval_with_skills: bool = False

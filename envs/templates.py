@@ -37,7 +37,7 @@ class TemplateError(EnvSetupError, ValueError):
     """A prompt template that cannot be used (missing file, unknown field, bad braces): one line, exit 2."""
 
 
-def _parse_line(line: str, allowed: dict[str, str], where: str) -> list[tuple[str, str | None]]:
+def _parse_line(line: str, allowed: tuple[str, ...], where: str) -> list[tuple[str, str | None]]:
     """[(literal text, field name or None)] of one template line; TemplateError names what is wrong."""
     try:
         pieces = list(string.Formatter().parse(line))
@@ -58,7 +58,7 @@ def _parse_line(line: str, allowed: dict[str, str], where: str) -> list[tuple[st
 class PromptTemplate:
     """A parsed template file. `render` fills it; nothing in `render` can raise on odd values."""
 
-    def __init__(self, text: str, fields: dict[str, str], step_fields: dict[str, str], optional: tuple[str, ...],
+    def __init__(self, text: str, fields: tuple[str, ...], step_fields: tuple[str, ...], optional: tuple[str, ...],
                  default_step: str | None = None, source: str = "<text>"):
         self.source, self.optional = source, frozenset(optional)
         sections: dict[str, list[str]] = {"prompt": []}
@@ -68,8 +68,8 @@ class PromptTemplate:
             if header:
                 current = header.group(1).strip()
                 if current not in SECTIONS or current in sections and (current != "prompt" or sections[current]):
-                    raise TemplateError(f"prompt_template {source}: section '=== {current} ===' is unknown or repeated; "
-                                        f"sections are {', '.join(SECTIONS)}")
+                    raise TemplateError(f"prompt_template {source}: section '=== {current} ===' is unknown or "
+                                        f"repeated; sections are {', '.join(SECTIONS)}")
                 sections[current] = []
                 continue
             sections[current].append(line)
@@ -81,7 +81,7 @@ class PromptTemplate:
         if not texts["prompt"].strip():
             raise TemplateError(f"prompt_template {source}: the template is empty")
 
-        def parse(name: str, allowed: dict[str, str]) -> list[list[tuple[str, str | None]]]:
+        def parse(name: str, allowed: tuple[str, ...]) -> list[list[tuple[str, str | None]]]:
             return [_parse_line(line, allowed, f"prompt_template {source} [{name}] line {number}")
                     for number, line in enumerate(texts[name].split("\n"), start=1)]
 
@@ -91,7 +91,7 @@ class PromptTemplate:
         self.history_step_text = texts["history step"]
 
     @classmethod
-    def from_file(cls, path: str, fields: dict[str, str], step_fields: dict[str, str], optional: tuple[str, ...],
+    def from_file(cls, path: str, fields: tuple[str, ...], step_fields: tuple[str, ...], optional: tuple[str, ...],
                   default_step: str | None = None) -> "PromptTemplate":
         path = os.path.expanduser(str(path))
         try:
@@ -121,7 +121,7 @@ class PromptTemplate:
         return "\n".join(self._fill(lines, values, absent))
 
 
-def load_template(package_dir: str, path: str | None, fields: dict[str, str], step_fields: dict[str, str],
+def load_template(package_dir: str, path: str | None, fields: tuple[str, ...], step_fields: tuple[str, ...],
                   optional: tuple[str, ...]) -> PromptTemplate:
     """The env's own `prompt.txt` (path None) or a user's file; a user's file without a history step
     section takes the env's own."""

@@ -37,7 +37,8 @@ def page(rng: random.Random, words: int) -> str:
 def history_entry(rng: random.Random, env_name: str):
     kind = rng.random()
     if kind < 0.85:
-        observation = page(rng, rng.choice([3, 20, 150])) if env_name == "webshop" else text(rng, rng.choice([3, 30, 500]))
+        words = rng.choice([3, 20, 150] if env_name == "webshop" else [3, 30, 500])
+        observation = page(rng, words) if env_name == "webshop" else text(rng, words)
         return (observation, text(rng, rng.choice([1, 3, 80])))
     return rng.choice(["a lone string", None, 7, ("only one",), ["a", "b", "c"]])
 

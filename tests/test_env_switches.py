@@ -46,7 +46,8 @@ def test_optional_lines_drop_and_the_history_step_defaults_to_the_envs(tmp_path)
     path.write_text("{task}\nActions: {admissible_actions}\nEarlier:\n{history}\n")
     env = BuiltinAlfWorld(prompt_template=str(path))
     prompt = env.render_prompt("obs", HISTORY, dict(INFO, admissible_actions=[]), 1)
-    assert prompt == "put a clean mug in cabinet\nEarlier:\n[step 2] observation: second page\n[step 2] action: open fridge 1"
+    assert prompt == ("put a clean mug in cabinet\nEarlier:\n"
+                      "[step 2] observation: second page\n[step 2] action: open fridge 1")
 
 
 @pytest.mark.parametrize("text,needle", [
@@ -75,7 +76,8 @@ def test_a_bad_template_stops_train_before_anything_loads(tmp_path):
 
 
 def test_templates_drive_the_real_adapter_too(tmp_path):
-    (tmp_path / "test.jsonl").write_text('{"question": "who founded it", "golden_answers": ["me"], "data_source": "nq"}\n')
+    row = {"question": "who founded it", "golden_answers": ["me"], "data_source": "nq"}
+    (tmp_path / "test.jsonl").write_text(json.dumps(row) + "\n")
     path = tmp_path / "prompt.txt"
     path.write_text("Q: {task}\nT{step}\n=== history step ===\n{action}\n")
     env = RealSearchQA(data_path=str(tmp_path), prompt_template=str(path), check_retriever=False)

@@ -23,12 +23,9 @@ from envs.templates import PromptTemplate, load_template
 NOTHING = "Nothing happens."
 MAX_OBSERVATION_CHARS = 2000  # a cap so a pathological observation cannot blow up the prompt
 MAX_TASK_CHARS, MAX_ACTION_CHARS = 300, 200
-FIELDS = {"task": "the task sentence", "step": "the current step, from 1", "steps_taken": "steps taken so far",
-          "max_steps": "the step limit", "observation": "the current observation",
-          "admissible_actions": "the admissible actions joined by ', '",
-          "history_length": "how many past steps are shown", "history": "the shown past steps"}
-STEP_FIELDS = {"step": "its step number", "index": "its place among the shown steps, from 1",
-               "observation": "what was observed before the action", "action": "the action taken"}
+FIELDS = ("task", "step", "steps_taken", "max_steps", "observation", "admissible_actions", "history_length",
+          "history")
+STEP_FIELDS = ("step", "index", "observation", "action")
 OPTIONAL = ("admissible_actions", "history_length", "history")
 RELEASED_FALLBACK_CHARS = 30  # released parsing sends the reply's last 30 characters when no action block is found
 

@@ -34,12 +34,8 @@ FORMAT_REMINDER = ("Invalid action. Reason inside <think> </think>, then write e
                    "<search> query </search> or <answer> answer </answer>.")
 START_OBSERVATION = "No search made yet."
 LAST_TURN_HINT = " This is your last turn: give your answer now."
-FIELDS = {"task": "the question", "step": "the current turn, from 1", "steps_taken": "turns taken so far",
-          "max_steps": "the turn limit", "observation": "the current observation (search results, or the start)",
-          "last_turn_hint": "a sentence asking for the answer on the last turn, else empty",
-          "history_length": "how many past turns are shown", "history": "the shown past turns"}
-STEP_FIELDS = {"step": "its turn number", "index": "its place among the shown turns, from 1",
-               "observation": "the observation before the action", "action": "the action taken"}
+FIELDS = ("task", "step", "steps_taken", "max_steps", "observation", "last_turn_hint", "history_length", "history")
+STEP_FIELDS = ("step", "index", "observation", "action")
 OPTIONAL = ("history_length", "history")
 
 
@@ -193,8 +189,8 @@ def render_prompt(observation, history, info, history_length, max_steps: int = 4
     steps = []
     for offset, pair in enumerate(past):
         seen, action = (pair[0], pair[1]) if isinstance(pair, (tuple, list)) and len(pair) >= 2 else ("", pair)
-        steps.append({"step": first + offset, "index": offset + 1, "observation": _clip(seen, limit(MAX_OBSERVATION_CHARS)),
-                      "action": _clip(action, limit(400))})
+        steps.append({"step": first + offset, "index": offset + 1,
+                      "observation": _clip(seen, limit(MAX_OBSERVATION_CHARS)), "action": _clip(action, limit(400))})
     values = {"task": _clip(info.get("task_description", ""), limit(2000)), "step": min(step + 1, max_steps),
               "steps_taken": step, "max_steps": max_steps,
               "observation": _clip(observation, limit(MAX_OBSERVATION_CHARS)),

@@ -44,14 +44,9 @@ def split_action(action: str) -> tuple[str, str]:
     return match.group(1), " ".join(match.group(2).lower().split())
 
 
-FIELDS = {"task": "the shopping instruction", "step": "the current step, from 1",
-          "steps_taken": "steps taken so far", "max_steps": "the step limit",
-          "observation": "the current page without its instruction head",
-          "admissible_actions": "the admissible actions joined by ', '",
-          "search_hint": "a sentence on how to search when the page has a search bar, else empty",
-          "history_length": "how many past steps are shown", "history": "the shown past steps"}
-STEP_FIELDS = {"step": "its step number", "index": "its place among the shown steps, from 1",
-               "observation": "the page before the action", "action": "the action taken"}
+FIELDS = ("task", "step", "steps_taken", "max_steps", "observation", "admissible_actions", "search_hint",
+          "history_length", "history")
+STEP_FIELDS = ("step", "index", "observation", "action")
 OPTIONAL = ("admissible_actions", "history_length", "history")
 SEARCH_HINT = " To search, write search[your keywords]."
 RELEASED_FALLBACK_CHARS = 20  # released parsing sends the reply's last 20 characters when no action block is found
@@ -101,7 +96,8 @@ def render_prompt(observation: str, history: list, info: dict, history_length: i
              for number, (past_observation, past_action) in enumerate(pairs, start=1)]
     values = {"task": str(info.get("task_description", "")), "steps_taken": step,
               "step": step + 1 if isinstance(step, int) else step, "max_steps": max_steps,
-              "observation": _clip(strip_instruction(observation), CURRENT_OBSERVATION_CHARS if clip_observations else None),
+              "observation": _clip(strip_instruction(observation),
+                                   CURRENT_OBSERVATION_CHARS if clip_observations else None),
               "admissible_actions": ", ".join(actions) if actions else None,
               "search_hint": SEARCH_HINT if "search[...]" in actions else "",
               "history_length": len(steps) if steps else None}
