@@ -63,7 +63,9 @@ class TrainConfig:
     env_backend: str = "builtin"
     """builtin (offline engine, runs anywhere) | real (the benchmark's own package or server)."""
     env_kwargs: str = "{}"
-    """JSON object of keyword arguments for the environment class (room size, data path, retriever url)."""
+    """JSON object of keyword arguments for the env class (room size, data path, retriever url, prompt switches)."""
+    prompt_template: str | None = None
+    """A template file for the student's prompt (None = envs/<env>/prompt.txt; README 'Your own prompt template')."""
     tasks_per_iter: int = 16
     """Tasks (groups) per iteration over all processes (paper: 16; Search-QA 128)."""
     group_size: int = 8
@@ -118,7 +120,10 @@ class TrainConfig:
     teacher_context: str = "prefix"
     """prefix (released code: skills before the templated prompt) | in_prompt (paper: inside the user message)."""
     skill_retrieval: str | None = None
-    """keyword (the default) | full | random | ucb."""
+    """keyword (the default) | full | random | ucb | released (ALFWorld by task type, WebShop by keywords,
+    Search by data source; what --parity released uses)."""
+    skills_dir: str | None = None
+    """A skill folder such as the released SkillBank (<env>/general.md + one file per category); None = skills/."""
     show_skills_to_student: bool | None = None
     """Put the skills into the student's training prompt (Skill-GRPO)."""
     eval_with_skills: bool = False
@@ -166,6 +171,10 @@ class TrainConfig:
     """Size of the fixed evaluation panel (task indices 0..N-1 of the eval split)."""
     eval_split: str | None = None
     """None = valid_seen (ALFWorld) or test (WebShop, Search-QA)."""
+    final_eval_tasks: int | None = None
+    """After training, a last evaluation on this many tasks of the eval split (-1: all of it, as the released
+    Search-QA code does greedily; 0: none), logged as final/* in the last row. None = 0 (-1 under
+    --parity released for search)."""
     eval_temperature: float | None = None
     """None = 0.4 (ALFWorld, WebShop) or greedy 0 (Search-QA)."""
     save_every: int = 25
@@ -218,7 +227,7 @@ METHODS = {
 # env kwargs not given are filled from the chosen column.
 PARITY = {
     "project": dict(stop_at_action=True, loss_agg="token-mean", skill_retrieval="keyword"),
-    "released": dict(stop_at_action=False, loss_agg="micro-token-mean", skill_retrieval="keyword"),
+    "released": dict(stop_at_action=False, loss_agg="micro-token-mean", skill_retrieval="released"),
 }
 PARITY_ENV_KWARGS = {
     "project": {},
@@ -246,7 +255,7 @@ EMBEDDED_DEFAULTS = dict(
     mini_batch_size=64, micro_batch_size=32, iterations=16, eval_every=4, eval_tasks=96, eval_temperature=1.0,
     save_every=4,
 )
-REAL_ENV_PACKAGES = {"alfworld": "alfworld", "webshop": "web_agent_site"}
+REAL_ENV_PACKAGES = {"alfworld": "alfworld"}  # WebShop is a checkout, checked by RealWebShop.check_kwargs
 
 
 def resolve(cfg: TrainConfig) -> TrainConfig:
@@ -254,6 +263,8 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     for name, value in PARITY.get(cfg.parity, {}).items():
         if getattr(cfg, name) is None:
             setattr(cfg, name, value)
+    if cfg.final_eval_tasks is None:
+        cfg.final_eval_tasks = -1 if cfg.parity == "released" and cfg.env_name == "search" else 0
     released_env = {**PARITY_ENV_KWARGS.get(cfg.parity, {}),
                     **(PARITY_ENV_KWARGS_SEARCH.get(cfg.parity, {}) if cfg.env_name == "search" else {})}
     if released_env:
@@ -347,6 +358,7 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
         if importlib.util.find_spec(package) is None:
             fail("env_backend", f"the real {cfg.env_name} needs the '{package}' package, which is not installed",
                  "see README 'Real benchmarks', or use env_backend=builtin")
+    validate_env_setup(cfg, env_kwargs)
     if cfg.model != "embedded":
         path = os.path.expanduser(cfg.model)
         looks_like_path = os.path.exists(path) or cfg.model.startswith((".", "/", "~")) or cfg.model.count("/") != 1
@@ -355,14 +367,48 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
                  "give a folder written by save_pretrained, a hub id like Qwen/Qwen2.5-0.5B-Instruct, or 'embedded'")
 
 
+def env_kwargs_of(cfg: TrainConfig) -> dict:
+    """The keyword arguments of the env class: `env_kwargs` plus the `prompt_template` field."""
+    kwargs = json.loads(cfg.env_kwargs)
+    if cfg.prompt_template is not None:
+        kwargs["prompt_template"] = cfg.prompt_template
+    return kwargs
+
+
+def validate_env_setup(cfg: TrainConfig, env_kwargs: dict) -> None:
+    """The env's kwargs, prompt template, real-benchmark setup and skill folder (cheap: files and
+    signatures only, no network), so that a misspelled key or a missing data folder fails here."""
+    from envs import check_env_kwargs
+    from envs.base import EnvSetupError
+    from envs.skills import check_skills_dir
+
+    if cfg.prompt_template is not None and "prompt_template" in env_kwargs:
+        raise ConfigError("prompt_template: given both as a field and in env_kwargs; keep one")
+    try:
+        check_env_kwargs(cfg.env_name, cfg.env_backend, env_kwargs_of(cfg))
+    except (ValueError, EnvSetupError) as error:
+        raise ConfigError(str(error)) from None
+    if cfg.skills_dir is not None:
+        try:
+            check_skills_dir(cfg.skills_dir, cfg.env_name)
+        except ValueError as error:
+            raise ConfigError(f"skills_dir: {error}") from None
+
+
 HELP_HEADER = "\n".join([
     "SDAR training (README: the default run; reproducing the paper).", "",
-    "The defaults below are the paper's (SPEC §4). A bare `python train.py` runs the embedded tiny agent",
-    "(--model embedded), and then config.EMBEDDED_DEFAULTS replace them:",
+    "Each default shown below is what this command line would run. The dataclass defaults are the paper's",
+    "(SPEC §4); a bare `python train.py` runs the embedded tiny agent (--model embedded), for which",
+    "config.EMBEDDED_DEFAULTS replace them:",
     textwrap.fill(", ".join(f"{k}={v}" for k, v in EMBEDDED_DEFAULTS.items()), 100, initial_indent="  ",
                   subsequent_indent="  "),
-    "Flags and --config YAML values override both; --parity released fills every switch you leave unset",
-    "the released code's way; --dry_run true prints the resolved config and checks the env's setup."])
+    "A --config YAML file's values override those, and flags override everything. --parity released fills",
+    "every switch you leave unset the released code's way; --dry_run true prints the resolved config and",
+    "checks the env's setup. Compare `python train.py --help` with `python train.py --model ORG/NAME --help`."])
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The header as written, and each field's default (the --config file's value when one is given)."""
 
 
 def parse_config(argv: list[str] | None = None) -> TrainConfig:
@@ -371,10 +417,9 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
     from transformers import HfArgumentParser
 
     argv = sys.argv[1:] if argv is None else argv
-    parser = HfArgumentParser(TrainConfig, description=HELP_HEADER,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = HfArgumentParser(TrainConfig, description=HELP_HEADER, formatter_class=HelpFormatter)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    pre, _ = parser.parse_known_args(argv)
+    pre, _ = HfArgumentParser(TrainConfig, add_help=False).parse_known_args(argv)   # --help waits for the YAML
     values = {}
     if pre.config:
         if not os.path.isfile(pre.config):

@@ -241,13 +241,24 @@ def _score_trajectory(samples: list[StepSample], rewards: list[float], penalty: 
     return episode_return
 
 
-@torch.no_grad()
 def rollout(model, tokenizer, envs: list[Env], seeds: list[int], group_ids: list[int], config: RolloutConfig,
             skill_fn=None, task_indices: list[int | None] | None = None):
-    """Play one episode in each env and return (step samples, metrics).
+    """Play one episode in each env and return (step samples, metrics); arguments as `play_episodes`."""
+    trajectories, infos, returns, tokens, seconds = play_episodes(model, tokenizer, envs, seeds, group_ids, config,
+                                                                  skill_fn, task_indices)
+    samples = [sample for trajectory in trajectories for sample in trajectory]
+    return samples, episode_metrics(infos, trajectories, returns, tokens, seconds)
+
+
+@torch.no_grad()
+def play_episodes(model, tokenizer, envs: list[Env], seeds: list[int], group_ids: list[int], config: RolloutConfig,
+                  skill_fn=None, task_indices: list[int | None] | None = None):
+    """Play one episode in each env; returns (step samples per trajectory, final infos, returns, response
+    tokens, generate seconds).
 
     envs: one env per trajectory; rollouts of the same task share a seed and a group id.
-    skill_fn(env, info) -> (skill_text, skill_category): the teacher's privileged text for a task.
+    skill_fn(env, info[, prompt_text]) -> (skill_text, skill_category): the teacher's privileged text for a
+    task, asked at reset, and again at every turn with the student's message if `skill_fn.per_turn`.
     task_indices: a fixed task per env (evaluation panels) instead of drawing one from the seed.
     Rows of every generate call are the active envs in index order (unless `sort_by_length`).
     """
@@ -273,6 +284,8 @@ def rollout(model, tokenizer, envs: list[Env], seeds: list[int], group_ids: list
         messages, prompts = {}, []
         for i in active:
             message = envs[i].render_prompt(observations[i], histories[i], infos[i], config.history_length)
+            if getattr(skill_fn, "per_turn", False):      # a rule that reads each turn's prompt
+                skills[i] = skill_fn(envs[i], infos[i], message)
             if config.show_skills_to_student:
                 message = privileged_message(message, skills[i][0])
             messages[i] = message
@@ -298,12 +311,9 @@ def rollout(model, tokenizer, envs: list[Env], seeds: list[int], group_ids: list
             if not done:
                 still_active.append(i)
         active = still_active
-    samples, returns = [], []
-    for i in range(n):
-        returns.append(_score_trajectory(trajectories[i], rewards[i], config.invalid_penalty))
-        samples.extend(trajectories[i])
+    returns = [_score_trajectory(trajectories[i], rewards[i], config.invalid_penalty) for i in range(n)]
     model.train(was_training)
-    return samples, episode_metrics(infos, trajectories, returns, tokens, generate_seconds)
+    return trajectories, infos, returns, tokens, generate_seconds
 
 
 def episode_metrics(infos: list[dict], trajectories: list[list[StepSample]], returns: list[float],
@@ -361,7 +371,13 @@ def action_token_mask(tokenizer, response_ids: list[int], tags: tuple[str, ...])
 
 
 def evaluate(model, tokenizer, envs: list[Env], task_indices: list[int], config: RolloutConfig, skill_fn=None):
-    """One rollout per task of a fixed panel (same tasks every evaluation); returns the episode metrics."""
-    seeds = list(range(len(task_indices)))
-    _, metrics = rollout(model, tokenizer, envs, seeds, seeds, config, skill_fn, task_indices)
-    return metrics
+    """One episode per task of a fixed panel (same tasks every evaluation), `len(envs)` tasks at a time;
+    returns the episode metrics of the whole panel."""
+    trajectories, infos, returns, tokens, seconds = [], [], [], 0, 0.0
+    for start in range(0, len(task_indices), max(1, len(envs))):
+        chunk = task_indices[start:start + len(envs)]
+        seeds = list(range(start, start + len(chunk)))
+        played = play_episodes(model, tokenizer, envs[:len(chunk)], seeds, seeds, config, skill_fn, chunk)
+        trajectories, infos, returns = trajectories + played[0], infos + played[1], returns + played[2]
+        tokens, seconds = tokens + played[3], seconds + played[4]
+    return episode_metrics(infos, trajectories, returns, tokens, seconds)

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from config import ConfigError, TrainConfig, parse_config, validate
+from config import ConfigError, TrainConfig, env_kwargs_of, parse_config, validate
 
 
 def task_seed(seed: int, iteration: int, group: int) -> int:
@@ -85,11 +85,11 @@ def make_envs(cfg: TrainConfig, world: int, rank: int):
     """This process's training envs (its share of the tasks, G copies each), eval envs and panel indices."""
     from envs import make_env
 
-    env_kwargs = json.loads(cfg.env_kwargs)
+    env_kwargs = env_kwargs_of(cfg)
     envs = [make_env(cfg.env_name, cfg.env_backend, **env_kwargs)
             for _ in range(cfg.tasks_per_iter // world * cfg.group_size)]
     panel = list(range(cfg.eval_tasks))[rank::world]
-    eval_envs = [make_env(cfg.env_name, cfg.env_backend, **env_kwargs) for _ in panel]
+    eval_envs = [make_env(cfg.env_name, cfg.env_backend, **env_kwargs) for _ in panel or [0]]
     return envs, eval_envs, panel
 
 
@@ -109,9 +109,9 @@ def rollout_config(cfg: TrainConfig, evaluation: bool = False, show_skills: bool
 
 
 def run_eval(model, tokenizer, accelerator, cfg, eval_envs, panel, skills, iteration: int,
-             teacher: bool = False) -> dict:
-    """Success on the fixed panel, split over processes; sums are reduced so uneven shares weigh right.
-    `teacher`: the same weights with the skills shown, logged as eval/teacher_*.
+             teacher: bool = False, prefix: str = "eval/") -> dict:
+    """Success on the fixed panel (this process's share), split over processes; sums are reduced so uneven
+    shares weigh right. `teacher`: the same weights with the skills shown, logged as eval/teacher_*.
 
     Sampling is seeded by (seed, iteration) only, so runs that differ just in their updates (the
     methods of compare.py) score identical weights identically; training reseeds every iteration.
@@ -130,7 +130,7 @@ def run_eval(model, tokenizer, accelerator, cfg, eval_envs, panel, skills, itera
     if accelerator.num_processes > 1:
         totals = accelerator.reduce(totals, reduction="sum")
         metrics = {}                            # per-type shares differ between processes: not reported
-    prefix = "eval/teacher_" if teacher else "eval/"
+    prefix = "eval/teacher_" if teacher else prefix
     out = {f"{prefix}{k}": (totals[i] / totals[-1].clamp(min=1)).item() for i, k in enumerate(keys)}
     out.update({f"{prefix}{k}": v for k, v in metrics.items() if k.startswith("success/")})
     return out
@@ -145,6 +145,12 @@ def evaluate_start(model, tokenizer, accelerator, cfg, eval_envs, panel, skills)
     teacher = f", teacher (skills shown) {row['eval/teacher_success']:.1%}" if cfg.eval_teacher else ""
     accelerator.print(f"start: student {row['eval/success']:.1%}{teacher} on the {cfg.eval_tasks}-task panel")
     return row
+
+
+def final_panel(cfg, eval_envs, world: int, rank: int) -> list[int]:
+    """This process's share of the `final_eval_tasks` first tasks of the eval split (-1: all of them)."""
+    total = eval_envs[0].num_tasks(cfg.eval_split) if cfg.final_eval_tasks < 0 else cfg.final_eval_tasks
+    return list(range(total))[rank::world]
 
 
 def gate_metrics(accelerator, tokenizer, samples, experience, cfg) -> tuple[dict, dict | None]:
@@ -193,7 +199,7 @@ def train(cfg: TrainConfig) -> dict:
     if resume_from:
         load_optimizer_state(resume_from, optimizer, scheduler)
     start_output_dir(cfg, accelerator)           # setup worked: only now is anything written
-    skills = SkillPicker(cfg.env_name, cfg.skill_retrieval, cfg.seed * 7919 + rank, state.get("bandit"))
+    skills = SkillPicker(cfg.env_name, cfg.skill_retrieval, cfg.seed * 7919 + rank, state.get("bandit"), cfg.skills_dir)
     logger = Logger(cfg, accelerator, state)
     policy = accelerator.unwrap_model(model)
     if state["iteration"] == 0 and cfg.eval_every > 0:
@@ -253,6 +259,9 @@ def train(cfg: TrainConfig) -> dict:
         metrics["perf/iter_s"] = time.perf_counter() - start
         if (cfg.eval_every > 0 and done % cfg.eval_every == 0) or done == cfg.iterations:
             metrics.update(run_eval(model, tokenizer, accelerator, cfg, eval_envs, panel, skills, done))
+        if done == cfg.iterations and cfg.final_eval_tasks:
+            metrics.update(run_eval(model, tokenizer, accelerator, cfg, eval_envs,
+                                    final_panel(cfg, eval_envs, world, rank), skills, done, prefix="final/"))
         logger.log(done, metrics, histograms)
         progress.set_postfix(reward=f"{metrics['train/reward']:.2f}", success=f"{metrics['train/success']:.2f}")
         if done % cfg.save_every == 0 or done == cfg.iterations:
@@ -270,7 +279,7 @@ def dry_run(cfg: TrainConfig) -> None:
     from envs import make_env
 
     print(json.dumps(vars(cfg), indent=1))
-    make_env(cfg.env_name, cfg.env_backend, **json.loads(cfg.env_kwargs))
+    make_env(cfg.env_name, cfg.env_backend, **env_kwargs_of(cfg))
     print(f"dry run: the config is valid and the {cfg.env_backend} {cfg.env_name} environment is set up")
 
 

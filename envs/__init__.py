@@ -8,12 +8,18 @@ interface, so the trainer cannot tell a built-in engine from the real benchmark.
 | `search`   | `envs.search.engine.BuiltinSearchQA`       | `envs.search.real.RealSearchQA` (HTTP retriever) |
 
 Each package also exports `SKILL_CATEGORIES` and `skill_category(task_description)` (the keyword
-rules that pick the teacher's skill file, see `envs/skills.py`).
+rules that pick the teacher's skill file, see `envs/skills.py`). `check_env_kwargs` checks a config's
+`env_kwargs` against the class before anything loads.
+
+Every class takes the prompt switches `prompt_template` (see `envs/templates.py`), `clip_observations`
+and `action_parse` ("project" | "released"); the Search-QA classes also `last_turn_hint`.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
 
 ENV_NAMES = ("alfworld", "webshop", "search")
 BACKENDS = ("builtin", "real")
@@ -43,9 +49,49 @@ def env_module(name: str):
     return importlib.import_module(f"envs.{name}")
 
 
-def make_env(name: str, backend: str = "builtin", **kwargs):
-    """Build one environment instance. kwargs go to the class (e.g. `data_path`, `retriever_url`)."""
+def env_class(name: str, backend: str = "builtin"):
+    """The class of one benchmark and backend (its module is cheap to import: heavy packages load
+    when an instance is built)."""
     check_env_name(name, backend)
     module_name, class_name = _CLASSES[(name, backend)]
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(**kwargs)
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def make_env(name: str, backend: str = "builtin", **kwargs):
+    """Build one environment instance. kwargs go to the class (e.g. `data_path`, `retriever_url`)."""
+    return env_class(name, backend)(**kwargs)
+
+
+def accepted_kwargs(name: str, backend: str = "builtin") -> list[str]:
+    """The keyword arguments the env class takes: its signature, plus the names it lets through a
+    `**kwargs` (`BUILTIN_ONLY` / `REAL_ONLY` settings of the other backend, accepted and ignored so
+    that one config drives both; `PASSTHROUGH` options a real adapter hands on)."""
+    cls = env_class(name, backend)
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    named = [p.name for p in parameters if p.name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD]
+    return named + [name for extra in ("BUILTIN_ONLY", "REAL_ONLY", "PASSTHROUGH") for name in getattr(cls, extra, ())]
+
+
+def check_env_kwargs(name: str, backend: str, kwargs: dict) -> None:
+    """Check `--env_kwargs` before anything heavy loads: every key is a setting of the class, the
+    switches shared by every env have valid values, a prompt template loads, and a real benchmark's
+    own cheap checks pass (`check_kwargs`: data folder, checkout, placeholders, pyarrow). Raises
+    ValueError or `EnvSetupError` with one line that names the key and what is accepted."""
+    from envs.base import check_switches
+
+    accepted = accepted_kwargs(name, backend)
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], accepted, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        verb = "is not a setting" if len(unknown) == 1 else "are not settings"
+        raise ValueError(f"env_kwargs: {', '.join(map(repr, unknown))} {verb} of the {backend} {name} env; "
+                         f"{hint}it takes {', '.join(accepted)}")
+    check_switches(kwargs.get("action_parse", "project"), kwargs.get("clip_observations", True))
+    if "last_turn_hint" in kwargs and not isinstance(kwargs["last_turn_hint"], bool):
+        raise ValueError(f"env_kwargs: last_turn_hint={kwargs['last_turn_hint']!r} must be true or false")
+    if kwargs.get("prompt_template") is not None:
+        importlib.import_module(f"envs.{name}.prompts").get_template(kwargs["prompt_template"])
+    check = getattr(env_class(name, backend), "check_kwargs", None)
+    if check is not None:
+        check(kwargs)

@@ -19,6 +19,7 @@ exact match in {0, 1}. The invalid-action penalty belongs to the trainer, not to
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Protocol
 
@@ -30,6 +31,20 @@ class EnvSetupError(RuntimeError):
 
 class MissingPackageError(EnvSetupError, ImportError):
     """A package a real benchmark needs is not installed (also an ImportError, for code that catches those)."""
+
+
+_UNSET_VARIABLE = re.compile(r"\$\{?(\w+)\}?")
+
+
+def expand_path(value: str, name: str) -> str:
+    """`~` and `$VAR` / `${VAR}` expanded; EnvSetupError when a variable is not set, so a config's
+    placeholder such as `${SEARCH_R1_DATA}` fails in one line instead of as a missing file."""
+    path = os.path.expandvars(os.path.expanduser(str(value)))
+    unset = _UNSET_VARIABLE.search(path)
+    if unset:
+        raise EnvSetupError(f"{name}={value!r} uses ${unset.group(1)}, which is not set: export "
+                            f"{unset.group(1)}=... or write the path itself (README 'Reproducing the paper')")
+    return path
 
 
 INFO_KEYS = (
@@ -66,6 +81,10 @@ class Env(Protocol):
     def parse_action(self, response: str) -> tuple[str, bool]:
         """Extract the action from the model's text: (action, valid). Never raises."""
 
+    def num_tasks(self, split: str) -> int:
+        """Tasks of a split: `reset(..., task_index=i)` for i < num_tasks is each of them once (a final
+        evaluation on the whole split)."""
+
 
 _LATIN = re.compile(r"^[\u0000-\u024F\u1E00-\u1EFF\u2000-\u206F\u20A0-\u20CF\u2100-\u214F]*$")
 
@@ -97,8 +116,9 @@ def tag_contents(text: str, tag: str) -> list[str]:
 
 
 def parse_think_action(response: str, max_action_chars: int = 200) -> tuple[str, bool]:
-    """The ALFWorld/WebShop rule: valid iff `<think>..</think>` and exactly one `<action>..</action>`
-    are present, the action is non-empty and the whole response is Latin script.
+    """The ALFWorld/WebShop rule of this project (`action_parse="project"`, the default): valid iff a
+    complete `<think>..</think>` and exactly one complete `<action>..</action>` are present, the action
+    is non-empty and the whole response is Latin script. The action is the *last* block's text.
 
     The returned action is the stripped, lower-cased action text (both benchmarks match commands
     case-insensitively) (or, when invalid, whatever
@@ -110,3 +130,36 @@ def parse_think_action(response: str, max_action_chars: int = 200) -> tuple[str,
     action = actions[-1].strip().lower()[:max_action_chars] if actions else ""
     valid = (len(actions) == 1 and len(thinks) >= 1 and action != "" and is_latin(response))
     return action, valid
+
+
+ACTION_PARSE_MODES = ("project", "released")
+_CJK = re.compile("[\u4e00-\u9fff]")
+
+
+def parse_first_action(response: str, fallback_chars: int) -> tuple[str, bool]:
+    """The ALFWorld/WebShop rule of the released code (`action_parse="released"`): the action is the
+    lower-cased text from the first `<action>` to the first `</action>` (tags found in any case);
+    without both tags the reply is invalid and its last `fallback_chars` characters (lower-cased) are
+    sent instead (30 for ALFWorld, 20 for WebShop). Valid also needs `<think>` and `</think>`
+    somewhere and no CJK ideograph (U+4E00-U+9FFF).
+
+    How it differs from `parse_think_action`: it reads the *first* block and ignores anything after
+    it (with sampling to EOS a reply often goes on after its action, so this matters), a repeated
+    action block or an empty action stays valid, other scripts than CJK are fine, and the action is
+    not cut to 200 characters. Never raises; linear in the reply.
+    """
+    lowered = response.lower()
+    start, end = lowered.find("<action>"), lowered.find("</action>")
+    if start == -1 or end == -1:
+        return lowered[-fallback_chars:], False
+    action = lowered[start + len("<action>"):end].strip()
+    valid = "<think>" in response and "</think>" in response and not _CJK.search(response)
+    return action, valid
+
+
+def check_switches(action_parse: str, clip_observations: bool) -> None:
+    """The shared env switches, checked at construction (ValueError naming the kwarg and the choices)."""
+    if action_parse not in ACTION_PARSE_MODES:
+        raise ValueError(f"action_parse={action_parse!r} is unknown; choose one of {', '.join(ACTION_PARSE_MODES)}")
+    if not isinstance(clip_observations, bool):
+        raise ValueError(f"clip_observations={clip_observations!r} must be true or false")

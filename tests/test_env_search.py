@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from conftest import ROOT
 from envs import make_env
-from envs.base import INFO_KEYS
+from envs.base import INFO_KEYS, EnvSetupError
 from envs.search import SKILL_CATEGORIES, skill_category
 from envs.search.engine import BuiltinSearchQA
 from envs.search.prompts import FORMAT_REMINDER, parse_action, render_prompt, split_action
@@ -398,9 +398,12 @@ def real_rows(env):
 
 
 def check_real_env(real, env):
-    assert len(real.questions["train"]) == 12
-    _, info = real.reset(seed=0, split="test", task_index=4)
-    assert info["task_type"] == "hotpotqa" and info["task_id"] == "search/test/row4"
+    """The train split keeps the file's order; the test split alternates its two sources (a stratified panel)."""
+    assert len(real.questions["train"]) == 12 and real.questions["train"][4].qid == "row4"
+    assert [q.task_type for q in real.questions["test"]] == ["hotpotqa", "nq"] * 6
+    index = [q.qid for q in real.questions["test"]].index("row4")
+    _, info = real.reset(seed=0, split="test", task_index=index)
+    assert info["task_type"] == info["data_source"] == "hotpotqa" and info["task_id"] == "search/test/row4"
     assert info["task_description"].endswith("?") and set(INFO_KEYS) <= set(info)
     privileged = real.privileged()
     assert privileged["gold_answers"] == list(env.questions["test"][4].answers)
@@ -430,5 +433,5 @@ def test_real_adapter_on_parquet(tmp_path, env, server_url):
 
 
 def test_real_adapter_reports_a_missing_path():
-    with pytest.raises(FileNotFoundError, match="data_path"):
+    with pytest.raises(EnvSetupError, match="data_path"):
         RealSearchQA(data_path="/nonexistent/search_r1.parquet")

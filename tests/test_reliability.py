@@ -299,18 +299,21 @@ def test_resume_from_a_damaged_checkpoint_gives_one_line_and_exit_2(damage, stra
     assert not os.path.exists(os.path.join(out, "config.json"))
 
 
-@pytest.mark.parametrize("data", ["unset", "empty folder"])
+@pytest.mark.parametrize("data", ["unset", "empty folder", "empty split"])
 def test_a_real_alfworld_that_is_not_set_up_gives_one_line_and_exit_2(data, model_dir, tmp_path, monkeypatch):
-    """No ALFWORLD_DATA fails when the env is built (before the model); a folder without games fails at
-    the first reset, after the model loaded: either way an error line that says what to run, no traceback."""
+    """No ALFWORLD_DATA, or a folder without json_2.1.1, fails in config validation (nothing loaded); a
+    json_2.1.1 without games of the split fails at the first reset, after the model loaded: either way
+    an error line that says what to run, no traceback."""
     pytest.importorskip("alfworld")             # without the package, validate() refuses earlier (tested above)
     monkeypatch.delenv("ALFWORLD_DATA", raising=False)
-    if data == "empty folder":
+    if data != "unset":
         monkeypatch.setenv("ALFWORLD_DATA", str(tmp_path / "data"))
+    if data == "empty split":
+        (tmp_path / "data" / "json_2.1.1").mkdir(parents=True)
     result = run_train(FAST + ["--model", model_dir, "--output_dir", str(tmp_path / "run"), "--env_backend", "real"])
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
     lines = result.stderr.strip().splitlines()
-    if data == "unset":
+    if data != "empty split":
         assert len(lines) == 1, result.stderr[-3000:]   # nothing loaded, nothing printed before it
     needle = "ALFWORLD_DATA" if data == "unset" else "no ALFWorld games"
     assert lines[-1].startswith("error: ") and needle in lines[-1]

@@ -236,7 +236,7 @@ def test_retriever_fault_mid_episode_raises_not_hangs():
     trainer reports), never returns a made-up observation."""
     server = Misbehaving(FAULTS["503"])
     try:
-        env = make_env("search", "builtin", retriever_url=server.url, timeout=0.3)
+        env = make_env("search", "builtin", retriever_url=server.url, timeout=0.3, check_retriever=False)
         env.client.backoff = 0.01
         env.reset(0)
         with pytest.raises(RetrieverError, match="HTTP 503"):
@@ -285,12 +285,18 @@ def test_real_webshop_with_a_broken_checkout_names_what_to_install(tmp_path, mon
 
 
 def test_real_search_without_data_or_server_names_both(tmp_path):
+    """No data: one setup error naming Search-R1. No server: the probe at construction names the URL
+    (exit 2 before anything loads); with the probe off, the first search names it (exit 1)."""
+    from envs.base import EnvSetupError
     from envs.search.real import RealSearchQA
-    with pytest.raises(FileNotFoundError, match="Search-R1"):
+    with pytest.raises(EnvSetupError, match="Search-R1"):
         RealSearchQA(data_path=str(tmp_path / "nq.parquet"))
     (tmp_path / "test.jsonl").write_text('{"question": "who?", "golden_answers": ["me"]}\n')
-    env = RealSearchQA(data_path=str(tmp_path), retriever_url="http://127.0.0.1:9/retrieve", retries=1,
-                       backoff=0.01, timeout=1)
+    kwargs = dict(data_path=str(tmp_path), retriever_url="http://127.0.0.1:9/retrieve", retries=1, backoff=0.01,
+                  timeout=1)
+    with pytest.raises(EnvSetupError, match="retriever_url: .*127.0.0.1:9.*is running"):
+        RealSearchQA(**kwargs)
+    env = RealSearchQA(**kwargs, check_retriever=False)
     env.reset(0, split="test")
     with pytest.raises(RetrieverError, match="127.0.0.1:9.*is running"):
         env.step("<search>who</search>")

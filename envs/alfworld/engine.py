@@ -22,6 +22,7 @@ import random
 from envs.alfworld import prompts, skill_category
 from envs.alfworld.catalog import can_contain
 from envs.alfworld.generator import ROOM_SIZES, SPLIT_SIZES, Game, generate_game
+from envs.base import check_switches
 
 WELCOME = "-= Welcome to TextWorld, ALFRED! =-"
 NOTHING = prompts.NOTHING
@@ -47,13 +48,19 @@ class BuiltinAlfWorld:
     kwargs: `max_steps` (50), `room_size` ("full" about 20 admissible commands per step, or
     "small"), `num_receptacles` / `num_distractors` (int or inclusive (lo, hi), override the preset),
     `split_sizes` (dict split -> number of distinct tasks; default the real benchmark's 3553/140/134),
-    `task_types` (a subset of the six, e.g. for a curriculum or the CPU-sized embedded default).
+    `task_types` (a subset of the six, e.g. for a curriculum or the CPU-sized embedded default), and
+    the prompt switches every env takes: `prompt_template` (a template file, see `envs.templates`;
+    None = `envs/alfworld/prompt.txt`), `clip_observations` (True: long texts are cut, 2,000
+    characters per observation; False: nothing is cut, as released), `action_parse` ("project" or
+    "released", see `envs.alfworld.prompts.parse_action`).
     """
 
     name = "alfworld"
 
     def __init__(self, max_steps: int = 50, room_size: str = "full", num_receptacles=None,
-                 num_distractors=None, split_sizes: dict | None = None, task_types=None):
+                 num_distractors=None, split_sizes: dict | None = None, task_types=None,
+                 prompt_template: str | None = None, clip_observations: bool = True, action_parse: str = "project"):
+        check_switches(action_parse, clip_observations)
         if room_size not in ROOM_SIZES:
             raise ValueError(f"room_size={room_size!r} is unknown; choose one of {', '.join(ROOM_SIZES)}")
         self.max_steps = int(max_steps)
@@ -62,7 +69,13 @@ class BuiltinAlfWorld:
         self.num_distractors = num_distractors
         self.split_sizes = dict(SPLIT_SIZES, **(split_sizes or {}))
         self.task_types = tuple(task_types) if task_types else None
+        self.clip_observations, self.action_parse = clip_observations, action_parse
+        self.template = prompts.get_template(prompt_template)
         self.game: Game | None = None
+
+    def num_tasks(self, split: str) -> int:
+        """Distinct tasks of a split (task_index 0..num_tasks-1)."""
+        return self.split_sizes[split]
 
     # ---- episode -------------------------------------------------------------------------------
     def reset(self, seed: int, split: str = "train", task_index: int | None = None) -> tuple[str, dict]:

@@ -22,7 +22,7 @@ import random
 import sys
 
 from envs.alfworld import prompts, skill_category
-from envs.base import EnvSetupError, MissingPackageError
+from envs.base import EnvSetupError, MissingPackageError, check_switches, expand_path
 
 # our split name -> the `train_eval` mode under which AlfredTWEnv reads that split's folder
 _TRAIN_EVAL_MODE = {"train": "train", "valid_seen": "eval_in_distribution",
@@ -70,24 +70,28 @@ def _quiet_and_keep_argv():
 
 
 class RealAlfWorld:
-    """ALFWorld's TextWorld engine. kwargs: `data_path` (default $ALFWORLD_DATA), `max_steps` (50).
+    """ALFWorld's TextWorld engine. kwargs: `data_path` (default $ALFWORLD_DATA), `max_steps` (50), and
+    the prompt switches of `BuiltinAlfWorld` (`prompt_template`, `clip_observations`, `action_parse`).
+    The built-in engine's room settings (`BUILTIN_ONLY`) are accepted and ignored, so that one config
+    can drive both backends: the real games fix their own rooms.
 
     Reset loads the chosen game file (about 0.3-1 s); a step costs tens of milliseconds.
     """
 
     name = "alfworld"
+    BUILTIN_ONLY = ("room_size", "num_receptacles", "num_distractors", "split_sizes", "task_types")
 
-    def __init__(self, data_path: str | None = None, max_steps: int = 50, **builtin_only):
-        # builtin_only: settings of the built-in engine (room_size, ...), accepted so that one config
-        # can drive both backends; the real games fix their own rooms.
+    def __init__(self, data_path: str | None = None, max_steps: int = 50, prompt_template: str | None = None,
+                 clip_observations: bool = True, action_parse: str = "project", **builtin_only):
+        unknown = sorted(set(builtin_only) - set(self.BUILTIN_ONLY))
+        if unknown:
+            raise TypeError(f"RealAlfWorld got unexpected keyword argument(s) {', '.join(unknown)}")
+        check_switches(action_parse, clip_observations)
         self.max_steps = int(max_steps)
-        data_path = data_path or os.environ.get("ALFWORLD_DATA")
-        if not data_path:
-            raise EnvSetupError("RealAlfWorld needs game files: set ALFWORLD_DATA (after alfworld-download) "
-                                "or pass data_path=; built-in tasks can be exported with "
-                                "python -m envs.alfworld.export --root DIR")
-        self.data_path = os.path.expandvars(os.path.expanduser(data_path))
+        self.clip_observations, self.action_parse = clip_observations, action_parse
+        self.template = prompts.get_template(prompt_template)
         textworld, alfred_tw_env, wrappers = _import_alfworld()
+        self.data_path = self.check_kwargs({"data_path": data_path})
         request = textworld.EnvInfos(won=True, admissible_commands=True, extras=["gamefile"])
         # the wrapper stack textworld.gym builds for AlfredTWEnv.init_env, without the batch/async layer
         env = wrappers.Limit(wrappers.GenericEnvironment(request), max_episode_steps=self.max_steps)
@@ -98,6 +102,25 @@ class RealAlfWorld:
         self._loaded = None
         self._task = ""
         self._done = True
+
+    @staticmethod
+    def check_kwargs(kwargs: dict) -> str:
+        """The game folder from `data_path` or $ALFWORLD_DATA, or EnvSetupError saying how to get one
+        (cheap: run by config validation before anything loads)."""
+        data_path = kwargs.get("data_path") or os.environ.get("ALFWORLD_DATA")
+        if not data_path:
+            raise EnvSetupError("RealAlfWorld needs game files: set ALFWORLD_DATA (after alfworld-download) "
+                                "or pass data_path=; built-in tasks can be exported with "
+                                "python -m envs.alfworld.export --root DIR")
+        data_path = expand_path(data_path, "data_path" if kwargs.get("data_path") else "ALFWORLD_DATA")
+        if not os.path.isdir(os.path.join(data_path, "json_2.1.1")):
+            raise EnvSetupError(f"no ALFWorld games under {data_path}/json_2.1.1: run alfworld-download, or "
+                                "python -m envs.alfworld.export --root DIR and set ALFWORLD_DATA=DIR")
+        return data_path
+
+    def num_tasks(self, split: str) -> int:
+        """Games of a split (task_index 0..num_tasks-1)."""
+        return len(self.game_files(split))
 
     def game_files(self, split: str) -> list[str]:
         if split not in _TRAIN_EVAL_MODE:

@@ -16,7 +16,7 @@ import random
 from envs.search.corpus import World, build_world
 from envs.search.qa import Question, SearchEpisode
 from envs.search.questions import Candidate, all_candidates
-from envs.search.retriever import BM25Retriever, RetrieverClient
+from envs.search.retriever import BM25Retriever, RetrieverClient, probe_retriever
 
 FAMILIES = ("direct_retrieval", "attribute_lookup", "multi_hop", "comparison")
 HELD_OUT_FRACTION = 0.15
@@ -71,19 +71,33 @@ class BuiltinSearchQA(SearchEpisode):
 
     kwargs: `corpus_seed` (which world), `num_people` (world size; about 3.2 passages per person),
     `topk` (passages per search, 3 as in Search-R1), `max_steps` (4), `test_per_family` (test
-    questions per family, 128 -> 512), `train_per_family` (None = all verified ones), and
+    questions per family, 128 -> 512), `train_per_family` (None = all verified ones),
     `retriever_url` to search through a retriever server (e.g. `python -m envs.search.server`)
-    instead of the in-process index, with `wire` and `timeout` for its client.
+    instead of the in-process index, with `wire` and `timeout` for its client and `check_retriever`
+    (probe it once at construction), and the prompt switches of `SearchEpisode`. The real adapter's
+    data settings (`REAL_ONLY`) are accepted and ignored, so that one config drives both backends.
+    The four families
+    are the data sources (`info["data_source"]`); the test split interleaves them, so any prefix of
+    it is a panel stratified over sources.
     """
+
+    REAL_ONLY = ("data_path", "data_sources", "max_questions", "panel_seed", "retries", "backoff")
 
     def __init__(self, corpus_seed: int = 0, num_people: int = 1000, topk: int = 3, max_steps: int = 4,
                  test_per_family: int = 128, train_per_family: int | None = None,
-                 retriever_url: str | None = None, wire: str = "batched", timeout: float = 30.0):
-        super().__init__(max_steps=max_steps, topk=topk)
+                 retriever_url: str | None = None, wire: str = "batched", timeout: float = 30.0,
+                 check_retriever: bool = True, prompt_template: str | None = None, clip_observations: bool = True,
+                 action_parse: str = "project", last_turn_hint: bool = True, **real_only):
+        unknown = sorted(set(real_only) - set(self.REAL_ONLY))
+        if unknown:
+            raise TypeError(f"BuiltinSearchQA got unexpected keyword argument(s) {', '.join(unknown)}")
+        super().__init__(max_steps, topk, prompt_template, clip_observations, action_parse, last_turn_hint)
         self.world, self.retriever = load_world(corpus_seed, num_people)
         self.questions = load_questions(corpus_seed, num_people, topk, test_per_family, train_per_family)
         self.client = (RetrieverClient(retriever_url, topk=topk, wire=wire, timeout=timeout)
                        if retriever_url else None)
+        if retriever_url and check_retriever:
+            probe_retriever(retriever_url, wire, timeout)
 
     def search(self, queries: list[str]) -> list[list[dict]]:
         if self.client is not None:

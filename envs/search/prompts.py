@@ -1,5 +1,16 @@
 """What the student sees and how its reply becomes an action.
 
+The wording is `envs/search/prompt.txt` (a template; `prompt_template=FILE` replaces it, see
+`envs.templates`), with a `no history` section for the first turn. The question is on the second
+line, after the one-line instruction: the paper's in-prompt teacher puts the skills after the first
+line.
+
+Fields: {task} the question; {step} the current turn, from 1; {steps_taken} turns taken so far;
+{max_steps} the turn limit; {observation} the current observation; {last_turn_hint} a sentence asking
+for the answer on the last turn, else "" (off with `last_turn_hint=False`); {history_length} how many
+past turns are shown (optional); {history} the shown past turns (optional). History step fields:
+{step} its turn number, {index} its place among the shown turns (from 1), {observation}, {action}.
+
 Canonical action strings (what `parse_action` returns and `step` accepts):
     "<search>QUERY</search>"    run QUERY through the retriever
     "<answer>ANSWER</answer>"   give the final answer and end the episode
@@ -9,7 +20,11 @@ the episode goes on and the observation reminds the format.
 
 from __future__ import annotations
 
+import functools
+import os
+
 from envs.base import is_latin
+from envs.templates import PromptTemplate, load_template
 
 ACTION_TAGS = ("search", "answer")
 MAX_ACTION_CHARS = 300        # longer queries and answers are cut: real questions have short answers
@@ -18,6 +33,20 @@ MAX_OBSERVATION_CHARS = 6000  # guards the prompt against a retriever that retur
 FORMAT_REMINDER = ("Invalid action. Reason inside <think> </think>, then write exactly one "
                    "<search> query </search> or <answer> answer </answer>.")
 START_OBSERVATION = "No search made yet."
+LAST_TURN_HINT = " This is your last turn: give your answer now."
+FIELDS = ("task", "step", "steps_taken", "max_steps", "observation", "last_turn_hint", "history_length", "history")
+STEP_FIELDS = ("step", "index", "observation", "action")
+OPTIONAL = ("history_length", "history")
+
+
+def get_template(path: str | None = None) -> PromptTemplate:
+    """The Search-QA template: this project's `prompt.txt`, or the user's file at `path`."""
+    return _cached_template(None if path is None else os.path.abspath(os.path.expanduser(path)))
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_template(path: str | None) -> PromptTemplate:
+    return load_template(os.path.dirname(os.path.abspath(__file__)), path, FIELDS, STEP_FIELDS, OPTIONAL)
 
 
 def search_action(query: str) -> str:
@@ -52,9 +81,10 @@ def split_action(action) -> tuple[str, str] | None:
     return tag, content.strip()
 
 
-def parse_action(response) -> tuple[str, bool]:
-    """The Search-R1/SDAR rule: valid iff exactly one of `<search>` / `<answer>` appears, opened and
-    closed once, with non-empty content, and the whole reply is Latin script.
+def parse_action(response, mode: str = "project") -> tuple[str, bool]:
+    """The project's rule (`mode="project"`, the default; "released" is `parse_first_block`): valid iff
+    exactly one of `<search>` / `<answer>` appears, opened and closed once, with non-empty content,
+    and the whole reply is Latin script.
 
     Counting tags (instead of a regex over the whole text) keeps this linear on megabytes of
     output. Returns the canonical action string, or "" when invalid (the env then answers with the
@@ -63,6 +93,8 @@ def parse_action(response) -> tuple[str, bool]:
     """
     if not isinstance(response, str):
         return "", False
+    if mode == "released":
+        return parse_first_block(response)
     found = _single_tag(response)
     if found is None:
         return "", False
@@ -71,6 +103,39 @@ def parse_action(response) -> tuple[str, bool]:
     if not content or not is_latin(response):
         return "", False
     return (search_action(content) if tag == "search" else answer_action(content)), True
+
+
+def _first_block(text: str, tag: str) -> str | None:
+    """The content of the first complete `<tag>...</tag>` (tags in any case), or None."""
+    lowered = text.lower()
+    start = lowered.find(f"<{tag}>")
+    end = lowered.find(f"</{tag}>", start + len(tag) + 2) if start != -1 else -1
+    return None if end == -1 else text[start + len(tag) + 2:end]
+
+
+def parse_first_block(response: str) -> tuple[str, bool]:
+    """The released code's rule (verl-agent's Search projection): the reply is cut after its first
+    `</search>`, else its first `</answer>`; the action is its first complete search block, else its
+    first answer block (content stripped). The reply is invalid when it has no block, or holds both an
+    opening `<search>` and an opening `<answer>`, or either opening tag twice (tags in any case).
+
+    Unlike the project's rule an invalid reply still sends the block it found (a search runs even
+    when an answer tag follows it), text after the block is ignored, closing tags are not counted,
+    and neither Latin script nor a non-empty block is required (an empty block reaches the env, which
+    answers with the format reminder). Never raises; linear in the reply.
+    """
+    trimmed = response
+    for closing in ("</search>", "</answer>"):
+        if closing in response:
+            trimmed = response.split(closing, 1)[0] + closing
+            break
+    search, answer = _first_block(trimmed, "search"), _first_block(trimmed, "answer")
+    action = search_action(search.strip()) if search is not None else \
+        answer_action(answer.strip()) if answer is not None else ""
+    lowered = response.lower()
+    n_search, n_answer = lowered.count("<search>"), lowered.count("<answer>")
+    valid = action != "" and not (n_search and n_answer) and n_search <= 1 and n_answer <= 1
+    return action, valid
 
 
 def format_information(passages: list[dict]) -> str:
@@ -91,17 +156,22 @@ def split_contents(contents) -> tuple[str, str]:
     return head.strip().strip('"'), " ".join(body.split())
 
 
-def _clip(text, limit: int = MAX_OBSERVATION_CHARS) -> str:
+def _clip(text, limit: int | None = MAX_OBSERVATION_CHARS) -> str:
     text = str(text)
-    return text if len(text) <= limit else text[:limit] + " ..."
+    return text if limit is None or len(text) <= limit else text[:limit] + " ..."
 
 
-def render_prompt(observation, history, info, history_length, max_steps: int = 4) -> str:
+def render_prompt(observation, history, info, history_length, max_steps: int = 4,
+                  template: PromptTemplate | None = None, clip_observations: bool = True,
+                  last_turn_hint: bool = True) -> str:
     """One user message: the question, the turn count, the last `history_length` (observation,
-    action) pairs, the current observation and the output format. Never raises: every field is
-    read defensively because the trainer may hand over partial dicts or odd history entries."""
+    action) pairs, the current observation and the output format, through `template` (None = the
+    project's). `clip_observations` False leaves every text whole; `last_turn_hint` False drops the
+    sentence that asks for an answer on the last turn (the released prompt has none). Never raises:
+    every field is read defensively because the trainer may hand over partial dicts or odd history
+    entries."""
+    limit = (lambda n: n) if clip_observations else (lambda n: None)
     info = info if isinstance(info, dict) else {}
-    question = _clip(info.get("task_description", ""), 2000)
     try:
         step = int(info.get("step", 0))
     except (TypeError, ValueError):
@@ -114,24 +184,16 @@ def render_prompt(observation, history, info, history_length, max_steps: int = 4
         past = list(history or [])
     except TypeError:
         past = []
-    past = past[len(past) - keep:] if keep else []
-
-    parts = ["Answer the question by searching an encyclopaedia. A search returns the top passages "
-             "inside <information> </information>.",
-             f"Question: {question}",
-             f"Turn {min(step + 1, max_steps)} of {max_steps}."]
-    if past:
-        parts.append("Earlier turns:")
-        first = step - len(past) + 1
-        for offset, pair in enumerate(past):
-            seen, action = (pair[0], pair[1]) if isinstance(pair, (tuple, list)) and len(pair) >= 2 \
-                else ("", pair)
-            parts.append(f"[Turn {first + offset}] Observation: {_clip(seen)}\nAction: {_clip(action, 400)}")
-    parts.append(f"Current observation: {_clip(observation)}")
-    instruction = ("Reason step by step inside <think> </think>. Then write exactly one action: "
-                   "<search> query </search> to search, or <answer> short answer </answer> to answer "
-                   "(this ends the episode).")
-    if step + 1 >= max_steps:
-        instruction += " This is your last turn: give your answer now."
-    parts.append(instruction)
-    return "\n".join(parts)
+    past = past[-keep:] if keep else []
+    first = step - len(past) + 1
+    steps = []
+    for offset, pair in enumerate(past):
+        seen, action = (pair[0], pair[1]) if isinstance(pair, (tuple, list)) and len(pair) >= 2 else ("", pair)
+        steps.append({"step": first + offset, "index": offset + 1,
+                      "observation": _clip(seen, limit(MAX_OBSERVATION_CHARS)), "action": _clip(action, limit(400))})
+    values = {"task": _clip(info.get("task_description", ""), limit(2000)), "step": min(step + 1, max_steps),
+              "steps_taken": step, "max_steps": max_steps,
+              "observation": _clip(observation, limit(MAX_OBSERVATION_CHARS)),
+              "last_turn_hint": LAST_TURN_HINT if last_turn_hint and step + 1 >= max_steps else "",
+              "history_length": len(steps) if steps else None}
+    return (template or get_template()).render(values, steps)

@@ -13,10 +13,11 @@ import re
 import string
 from dataclasses import dataclass, field
 
+from envs.base import check_switches
 from envs.search import skill_category
 from envs.search.prompts import (FORMAT_REMINDER, MAX_ACTION_CHARS, START_OBSERVATION, answer_action,
-                                 format_information, parse_action, render_prompt, search_action,
-                                 split_action)
+                                 format_information, get_template, parse_action, render_prompt,
+                                 search_action, split_action)
 
 SPLIT_ALIASES = {"train": "train", "test": "test", "valid": "test", "valid_seen": "test",
                  "validation": "test", "eval": "test", "dev": "test"}
@@ -60,14 +61,28 @@ class Question:
 
 class SearchEpisode:
     """Episode logic; subclasses set `self.questions = {"train": [...], "test": [...]}` and
-    implement `search(queries) -> list[list[dict]]` with passages shaped {"id", "contents", "score"}."""
+    implement `search(queries) -> list[list[dict]]` with passages shaped {"id", "contents", "score"}.
+
+    The prompt switches every env takes: `prompt_template` (a template file, see `envs.templates`;
+    None = `envs/search/prompt.txt`), `clip_observations` (True: observations are cut to 6,000
+    characters; False: nothing is cut, as released), `action_parse` ("project" or "released", see
+    `envs.search.prompts.parse_action`), and `last_turn_hint` (True: the last turn's prompt asks for
+    the answer; False: it does not, as released). `info["data_source"]` is the question's source
+    (Search-R1's `data_source`; the built-in engine's question family).
+    """
 
     name = "search"
     max_steps = 4
 
-    def __init__(self, max_steps: int = 4, topk: int = 3):
+    def __init__(self, max_steps: int = 4, topk: int = 3, prompt_template: str | None = None,
+                 clip_observations: bool = True, action_parse: str = "project", last_turn_hint: bool = True):
+        check_switches(action_parse, clip_observations)
+        if not isinstance(last_turn_hint, bool):
+            raise ValueError(f"last_turn_hint={last_turn_hint!r} must be true or false")
         self.max_steps = max_steps
         self.topk = topk
+        self.template = get_template(prompt_template)
+        self.clip_observations, self.action_parse, self.last_turn_hint = clip_observations, action_parse, last_turn_hint
         self.questions: dict[str, list[Question]] = {"train": [], "test": []}
         self.question: Question | None = None
         self.split = "train"
@@ -80,6 +95,10 @@ class SearchEpisode:
 
     def search(self, queries: list[str]) -> list[list[dict]]:
         raise NotImplementedError
+
+    def num_tasks(self, split: str) -> int:
+        """Questions of a split (task_index 0..num_tasks-1)."""
+        return len(self.questions[canonical_split(split)])
 
     def reset(self, seed: int, split: str = "train", task_index: int | None = None) -> tuple[str, dict]:
         """Pick a question: `task_index` directly (a fixed eval panel), else drawn from `seed`."""
@@ -129,7 +148,7 @@ class SearchEpisode:
         return {"won": self.score == 1.0, "score": self.score, "admissible_actions": [],
                 "task_description": q.text, "task_type": q.task_type,
                 "task_id": f"search/{self.split}/{q.qid}", "step": self.steps,
-                "valid_action": valid, "answer": self.last_answer}
+                "valid_action": valid, "answer": self.last_answer, "data_source": q.task_type}
 
     def privileged(self) -> dict:
         """Teacher-only view: gold aliases, the supporting passages and an expert plan (searches that
@@ -144,7 +163,8 @@ class SearchEpisode:
 
     def render_prompt(self, observation: str, history: list[tuple[str, str]], info: dict,
                       history_length: int) -> str:
-        return render_prompt(observation, history, info, history_length, max_steps=self.max_steps)
+        return render_prompt(observation, history, info, history_length, self.max_steps, self.template,
+                             self.clip_observations, self.last_turn_hint)
 
     def parse_action(self, response: str) -> tuple[str, bool]:
-        return parse_action(response)
+        return parse_action(response, self.action_parse)

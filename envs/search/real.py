@@ -13,11 +13,16 @@ Retriever: Search-R1's `retrieval_server.py` (E5 over wiki-18, answering POST /r
 from __future__ import annotations
 
 import functools
+import importlib.util
+import itertools
 import json
 import os
+import random
+from collections import defaultdict
 
+from envs.base import EnvSetupError, expand_path
 from envs.search.qa import Question, SearchEpisode
-from envs.search.retriever import DEFAULT_URL, RetrieverClient
+from envs.search.retriever import DEFAULT_URL, RetrieverClient, probe_retriever
 
 COLUMNS = ("id", "question", "golden_answers", "data_source", "reward_model")
 SPLIT_FILES = {"train": ("train.parquet", "train.jsonl"), "test": ("test.parquet", "test.jsonl")}
@@ -83,23 +88,45 @@ def split_paths(data_path: str) -> dict[str, str | None]:
     return {"train": data_path, "test": data_path}
 
 
+def stratified(questions: list[Question], seed: int) -> list[Question]:
+    """Round-robin over the data sources (in name order), each source's questions in a seeded shuffle:
+    any prefix, such as the first `eval_tasks` indices of an evaluation panel, holds every source
+    about equally (Search-R1's merged test file is sorted by source, so its first rows are one source)."""
+    by_source = defaultdict(list)
+    for question in questions:
+        by_source[question.task_type].append(question)
+    rng = random.Random(f"search-panel-{seed}")
+    queues = []
+    for source in sorted(by_source):
+        queue = list(by_source[source])
+        rng.shuffle(queue)
+        queues.append(queue)
+    return [q for round_ in itertools.zip_longest(*queues) for q in round_ if q is not None]
+
+
 @functools.lru_cache(maxsize=8)
 def load_split(path: str, mtime: float, data_sources: tuple[str, ...] | None,
-               max_questions: int | None) -> list[Question]:
-    """Cached per (file, modification time): a rollout builds many envs over the same file."""
+               max_questions: int | None, panel_seed: int | None = None) -> list[Question]:
+    """Cached per (file, modification time): a rollout builds many envs over the same file. With a
+    `panel_seed` the rows are put in `stratified` order before `max_questions` cuts them."""
     questions = [q for i, row in enumerate(read_rows(path)) if (q := to_question(row, i)) is not None]
     if data_sources:
         questions = [q for q in questions if q.task_type in data_sources]
+    if panel_seed is not None:
+        questions = stratified(questions, panel_seed)
     return questions[:max_questions] if max_questions else questions
 
 
 class RealSearchQA(SearchEpisode):
     """Search-R1 questions, searched through a retriever server.
 
-    kwargs: `data_path` (folder with train/test files, or one file for every split),
-    `retriever_url` (loopback by default), `wire` ("batched" = Search-R1, "single" = verl-agent),
-    `topk`, `timeout`, `retries`, `backoff` (for the HTTP client), `data_sources` (keep only these,
-    e.g. ("nq", "hotpotqa")), `max_questions` (per split), `max_steps` (4).
+    kwargs: `data_path` (folder with train/test files, or one file for every split; `$VARS` are
+    expanded), `retriever_url` (loopback by default), `wire` ("batched" = Search-R1, "single" =
+    verl-agent), `topk`, `timeout`, `retries`, `backoff` (for the HTTP client), `check_retriever`
+    (True: one probe search at construction, so a wrong URL fails at start-up), `data_sources` (keep
+    only these, e.g. ("nq", "hotpotqa")), `max_questions` (per split), `panel_seed` (the seeded
+    order of the test split, stratified over data sources: task_index 0..N-1 covers every source),
+    `max_steps` (4), and the prompt switches of `SearchEpisode`.
 
     `privileged()["expert_plan"]` is only a suggestion here (search the question, give the first
     gold alias): real data carries no verified search path.
@@ -107,13 +134,36 @@ class RealSearchQA(SearchEpisode):
 
     def __init__(self, data_path: str, retriever_url: str = DEFAULT_URL, topk: int = 3, max_steps: int = 4,
                  wire: str = "batched", timeout: float = 30.0, retries: int = 3, backoff: float = 0.5,
-                 data_sources: tuple[str, ...] | list[str] | None = None, max_questions: int | None = None):
-        super().__init__(max_steps=max_steps, topk=topk)
+                 data_sources: tuple[str, ...] | list[str] | None = None, max_questions: int | None = None,
+                 panel_seed: int = 0, check_retriever: bool = True, prompt_template: str | None = None,
+                 clip_observations: bool = True, action_parse: str = "project", last_turn_hint: bool = True):
+        super().__init__(max_steps, topk, prompt_template, clip_observations, action_parse, last_turn_hint)
         sources = tuple(data_sources) if data_sources else None
-        self.questions = {split: (load_split(path, os.path.getmtime(path), sources, max_questions) if path else [])
-                          for split, path in split_paths(os.path.abspath(str(data_path))).items()}
+        paths = split_paths(self.check_kwargs({"data_path": data_path}))
+        self.questions = {split: (load_split(path, os.path.getmtime(path), sources, max_questions,
+                                             panel_seed if split == "test" else None) if path else [])
+                          for split, path in paths.items()}
         self.client = RetrieverClient(retriever_url, topk=topk, timeout=timeout, retries=retries,
                                       backoff=backoff, wire=wire)
+        if check_retriever:
+            probe_retriever(retriever_url, wire, timeout)
+
+    @staticmethod
+    def check_kwargs(kwargs: dict) -> str:
+        """The data path, checked cheaply before anything loads: given, placeholders set, present,
+        and pyarrow installed when it holds parquet files. EnvSetupError says what to fix."""
+        if not kwargs.get("data_path"):
+            raise EnvSetupError("the real Search-QA needs data_path: the folder of Search-R1's train.parquet and "
+                                "test.parquet (or one file), e.g. --env_kwargs '{\"data_path\": \"DIR\"}'")
+        path = os.path.abspath(expand_path(kwargs["data_path"], "data_path"))
+        try:
+            files = [f for f in split_paths(path).values() if f]
+        except FileNotFoundError as error:
+            raise EnvSetupError(str(error)) from None
+        if any(f.endswith(".parquet") for f in files) and importlib.util.find_spec("pyarrow") is None:
+            raise EnvSetupError(f"reading {files[0]} needs pyarrow: pip install pyarrow (README 'Reproducing "
+                                "the paper'), or convert the files to JSON Lines")
+        return path
 
     def search(self, queries: list[str]) -> list[list[dict]]:
         return self.client.search(queries)

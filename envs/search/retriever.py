@@ -19,8 +19,12 @@ import time
 import urllib.error
 import urllib.request
 
+from envs.base import EnvSetupError
+
 DEFAULT_URL = "http://127.0.0.1:8000/retrieve"
 MAX_QUERY_CHARS = 2000
+PROBE_TIMEOUT = 5.0
+_ANSWERED: set[tuple[str, str]] = set()
 
 
 class RetrieverError(RuntimeError):
@@ -138,3 +142,18 @@ class RetrieverClient:
                 f"`python -m envs.search.server --port 8000`), that the path ends in /retrieve, and that "
                 f"wire={self.wire!r} matches it ('batched' for Search-R1's server, 'single' for "
                 f"verl-agent's).")
+
+
+def probe_retriever(url: str, wire: str = "batched", timeout: float = PROBE_TIMEOUT) -> None:
+    """One small search (top 1, no retry, at most `PROBE_TIMEOUT` seconds) so that a wrong URL or a
+    server that is not up shows at start-up, not at the first search of a run. Done once per
+    (url, wire) per process: a rollout builds hundreds of envs. EnvSetupError (one line, exit 2)
+    names the URL when there is no proper answer."""
+    if (url, wire) in _ANSWERED:
+        return
+    client = RetrieverClient(url, topk=1, timeout=min(timeout, PROBE_TIMEOUT), retries=0, wire=wire)
+    try:
+        client.search(["probe"])
+    except RetrieverError as error:
+        raise EnvSetupError(f"retriever_url: {error}") from None
+    _ANSWERED.add((url, wire))

@@ -21,7 +21,8 @@ from functools import lru_cache
 import numpy as np
 
 from envs.webshop.catalog import Goal, Product, make_catalog
-from envs.webshop.prompts import parse_action, render_prompt, split_action
+from envs.base import check_switches
+from envs.webshop.prompts import get_template, parse_action, render_prompt, split_action
 from envs.webshop.reward import score_purchase
 
 SEP = " [SEP] "
@@ -86,15 +87,27 @@ def _price(value: float) -> str:
 
 
 class BuiltinWebShop:
-    """WebShop on a seeded catalogue. kwargs: num_products (300), catalog_seed (0), max_steps (15)."""
+    """WebShop on a seeded catalogue. kwargs: num_products (300), catalog_seed (0), max_steps (15), and
+    the prompt switches every env takes: `prompt_template` (a template file, see `envs.templates`;
+    None = `envs/webshop/prompt.txt`), `clip_observations` (True: past pages are cut to 400
+    characters and the current one to 6,000; False: nothing is cut, as released), `action_parse`
+    ("project" or "released", see `envs.webshop.prompts.parse_action`)."""
 
     name = "webshop"
 
-    def __init__(self, num_products: int = 300, catalog_seed: int = 0, max_steps: int = 15):
+    def __init__(self, num_products: int = 300, catalog_seed: int = 0, max_steps: int = 15,
+                 prompt_template: str | None = None, clip_observations: bool = True, action_parse: str = "project"):
+        check_switches(action_parse, clip_observations)
         self.store = get_store(int(num_products), int(catalog_seed))
         self.max_steps = int(max_steps)
+        self.clip_observations, self.action_parse = clip_observations, action_parse
+        self.template = get_template(prompt_template)
         self.goal: Goal | None = None
         self.target: Product | None = None
+
+    def num_tasks(self, split: str) -> int:
+        """Goals of a split (task_index 0..num_tasks-1)."""
+        return len(self.store.split_range(SPLIT_ALIASES[split]))
 
     # ----- episode -----------------------------------------------------------------------------
     def reset(self, seed: int, split: str = "train", task_index: int | None = None) -> tuple[str, dict]:
@@ -243,7 +256,8 @@ class BuiltinWebShop:
                 "expert_plan": plan}
 
     def render_prompt(self, observation: str, history: list, info: dict, history_length: int) -> str:
-        return render_prompt(observation, history, info, history_length, max_steps=self.max_steps)
+        return render_prompt(observation, history, info, history_length, self.max_steps, self.template,
+                             self.clip_observations)
 
     def parse_action(self, response: str) -> tuple[str, bool]:
-        return parse_action(response)
+        return parse_action(response, self.action_parse)

@@ -20,9 +20,9 @@ import os
 import random
 import sys
 
-from envs.base import EnvSetupError, MissingPackageError
+from envs.base import EnvSetupError, MissingPackageError, check_switches, expand_path
 from envs.webshop import skill_category
-from envs.webshop.prompts import parse_action, render_prompt, split_action
+from envs.webshop.prompts import get_template, parse_action, render_prompt, split_action
 
 TEST_GOALS = 500
 SPLIT_ALIASES = {"train": "train", "test": "test", "valid_seen": "test", "valid": "test", "eval": "test"}
@@ -34,17 +34,23 @@ _SERVERS: dict = {}
 _INSTANCE_IDS = itertools.count()
 
 
-def load_text_env_class(webshop_path: str | None = None):
-    """Import `WebAgentTextEnv` from a WebShop checkout, or say exactly what is missing."""
+def checkout_path(webshop_path: str | None = None) -> str:
+    """The WebShop checkout root from `webshop_path` or $WEBSHOP_PATH, or EnvSetupError saying what to do."""
     path = webshop_path or os.environ.get("WEBSHOP_PATH")
     if not path:
         raise EnvSetupError(
             "RealWebShop needs a WebShop checkout: clone https://github.com/princeton-nlp/WebShop, run its "
             "setup.sh, then pass webshop_path=... or set WEBSHOP_PATH. Use backend 'builtin' to train without it.")
-    path = os.path.abspath(os.path.expanduser(path))
+    path = os.path.abspath(expand_path(path, "webshop_path" if webshop_path else "WEBSHOP_PATH"))
     if not os.path.isdir(os.path.join(path, "web_agent_site")):
         raise EnvSetupError(f"webshop_path={path!r} has no web_agent_site folder; "
                             "point it at the WebShop checkout root.")
+    return path
+
+
+def load_text_env_class(webshop_path: str | None = None):
+    """Import `WebAgentTextEnv` from a WebShop checkout, or say exactly what is missing."""
+    path = checkout_path(webshop_path)
     if path not in sys.path:
         sys.path.insert(0, path)
     try:
@@ -60,13 +66,24 @@ def load_text_env_class(webshop_path: str | None = None):
 class RealWebShop:
     """The real benchmark. kwargs: webshop_path (else $WEBSHOP_PATH), num_products (None = the index
     the setup built), human_goals (False: WebShop's synthetic goals; True: its 12k human instructions),
-    file_path (product file; WebShop's default otherwise), max_steps (15); any other kwarg goes to
-    WebAgentTextEnv unchanged."""
+    file_path (product file; WebShop's default otherwise), max_steps (15), the prompt switches of
+    `BuiltinWebShop` (`prompt_template`, `clip_observations`, `action_parse`); the WebAgentTextEnv
+    options in `PASSTHROUGH` go to it unchanged (it reads its kwargs with .get, so a misspelled one
+    would be ignored silently: anything else is refused)."""
 
     name = "webshop"
+    PASSTHROUGH = ("filter_goals", "limit_goals", "show_attrs", "get_image", "num_prev_obs", "num_prev_actions")
 
     def __init__(self, webshop_path: str | None = None, num_products: int | None = None,
-                 human_goals: bool = False, file_path: str | None = None, max_steps: int = 15, **env_kwargs):
+                 human_goals: bool = False, file_path: str | None = None, max_steps: int = 15,
+                 prompt_template: str | None = None, clip_observations: bool = True, action_parse: str = "project",
+                 **env_kwargs):
+        unknown = sorted(set(env_kwargs) - set(self.PASSTHROUGH))
+        if unknown:
+            raise TypeError(f"RealWebShop got unexpected keyword argument(s) {', '.join(unknown)}")
+        check_switches(action_parse, clip_observations)
+        self.clip_observations, self.action_parse = clip_observations, action_parse
+        self.template = get_template(prompt_template)
         text_env_class = load_text_env_class(webshop_path)
         kwargs = dict(observation_mode="text", num_products=num_products, human_goals=human_goals, **env_kwargs)
         if file_path is not None:
@@ -82,6 +99,16 @@ class RealWebShop:
     def _forget_session(self) -> None:
         """Drop this copy's last session from the shared server (it would otherwise grow forever)."""
         self.server.user_sessions.pop(getattr(self.env, "session", None), None)
+
+    @staticmethod
+    def check_kwargs(kwargs: dict) -> None:
+        """The checkout is there (cheap: nothing imported; run by config validation before anything loads)."""
+        checkout_path(kwargs.get("webshop_path"))
+
+    def num_tasks(self, split: str) -> int:
+        """Goals of a split (task_index 0..num_tasks-1): 0-499 test, the rest train."""
+        n_goals = len(self.server.goals)
+        return min(TEST_GOALS, n_goals) if SPLIT_ALIASES[split] == "test" else max(0, n_goals - TEST_GOALS)
 
     def reset(self, seed: int, split: str = "train", task_index: int | None = None) -> tuple[str, dict]:
         if split not in SPLIT_ALIASES:
@@ -162,7 +189,8 @@ class RealWebShop:
                 "expert_plan": plan, "expert_plan_verified": False}
 
     def render_prompt(self, observation: str, history: list, info: dict, history_length: int) -> str:
-        return render_prompt(observation, history, info, history_length, max_steps=self.max_steps)
+        return render_prompt(observation, history, info, history_length, self.max_steps, self.template,
+                             self.clip_observations)
 
     def parse_action(self, response: str) -> tuple[str, bool]:
-        return parse_action(response)
+        return parse_action(response, self.action_parse)
