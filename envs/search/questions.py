@@ -136,17 +136,14 @@ def comparison_questions(world: World, rng: random.Random, pairs_per_kind: int) 
         out.append(Candidate(f"Which city has the larger population, {a['name']} or {b['name']}?",
                              (larger["name"],), "comparison",
                              [_city_step(a, "population"), _city_step(b, "population")], (a["key"], b["key"])))
-        a, b = rng.sample(world.orgs, 2)
-        if a["year"] != b["year"]:
-            older = a if a["year"] < b["year"] else b
-            out.append(Candidate(f"Which was founded earlier, the {a['name']} or the {b['name']}?",
-                                 (older["name"],), "comparison",
-                                 [_org_step(a, "founded"), _org_step(b, "founded")], (a["key"], b["key"])))
-        a, b = rng.sample(world.works, 2)
-        if a["year"] != b["year"]:
-            older = a if a["year"] < b["year"] else b
-            out.append(Candidate(f"Which came out first, {a['name']} or {b['name']}?", (older["name"],),
-                                 "comparison", [_work_step(a), _work_step(b)], (a["key"], b["key"])))
+        for items, question, step in ((world.orgs, "Which was founded earlier, the {} or the {}?",
+                                       lambda org: _org_step(org, "founded")),
+                                      (world.works, "Which came out first, {} or {}?", _work_step)):
+            a, b = rng.sample(items, 2)
+            if a["year"] != b["year"]:
+                older = a if a["year"] < b["year"] else b
+                out.append(Candidate(question.format(a["name"], b["name"]), (older["name"],), "comparison",
+                                     [step(a), step(b)], (a["key"], b["key"])))
     return out
 
 
