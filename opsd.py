@@ -40,26 +40,34 @@ def _unwrap(model):
     return getattr(model, "module", model)
 
 
-def final_hidden_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Last-layer (normed) hidden states `(B, L, H)` of a causal LM, through the model's own forward.
+def _forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs):
+    """One forward through the model itself: (last-layer normed hidden states `(B, S, H)`, model outputs).
 
     We call the (possibly DDP-wrapped) model itself, so distributed gradient hooks behave, with
     `logits_to_keep=1` so its own head costs one position, and read the decoder's output with a hook.
-    Position ids follow the attention mask, as `generate` does for left-padded prompts.
+    Position ids follow the attention mask, as `generate` does for left-padded prompts. `attention_mask`
+    `(B, L + S)` may be longer than `input_ids` `(B, S)`: then its first L columns are a KV cache passed
+    in `kwargs`, and the positions of the S new tokens continue from it exactly as in one full pass.
     """
     captured = {}
 
     def grab(module, args, output):
         captured["hidden"] = output[0] if isinstance(output, tuple) else output.last_hidden_state
 
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)      # (B, L)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]  # (B, S)
     handle = _unwrap(model).get_decoder().register_forward_hook(grab)
     try:
-        model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-              use_cache=False, logits_to_keep=1)
+        outputs = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                        logits_to_keep=1, **kwargs)
     finally:
         handle.remove()
-    return captured["hidden"]                                        # (B, L, H)
+    return captured["hidden"], outputs                               # (B, S, H), outputs
+
+
+def final_hidden_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Last-layer (normed) hidden states `(B, L, H)` of a causal LM, through the model's own forward."""
+    hidden, _ = _forward(model, input_ids, attention_mask, use_cache=False)
+    return hidden                                                    # (B, L, H)
 
 
 def response_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -139,6 +147,36 @@ def teacher_prompt_text(tokenizer, user_message: str, privileged_text: str, mode
     raise ValueError(f"teacher_context={mode!r} is unknown; choose prefix or in_prompt")
 
 
+def _opens_with_split(tokenizer, text: str) -> bool:
+    """Whether the tokenizer cuts `text` off from whatever precedes it: `text` opens with a special added token
+    that keeps the whitespace before it (added tokens are split out before normalisation and pre-tokenisation)."""
+    return any(token.special and not (token.lstrip or token.normalized or token.single_word)
+               and text.startswith(token.content) for token in tokenizer.added_tokens_decoder.values())
+
+
+def teacher_prompt_ids(tokenizer, user_messages: list[str], privileged_texts: list[str], mode: str = "prefix",
+                       max_prompt_length: int = 2048) -> list[list[int]]:
+    """The teacher's prompt tokens per row, the ids `teacher_inputs` makes: `teacher_prompt_text`, tokenised,
+    left-truncated to `max_prompt_length`.
+
+    In prefix mode, when the chat template opens with a special token (ChatML's `<|im_start|>`), the tokenizer
+    cuts the text there first: the privileged part is tokenised once per distinct text and joined to each
+    row's chat tokens. Same ids, without re-tokenising about 1.7k characters of skills for every row.
+    """
+    def tokenize(texts):
+        return tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+
+    chats = [render_chat(tokenizer, message) for message in user_messages]
+    if mode == "prefix" and all(_opens_with_split(tokenizer, chat) for chat in chats):
+        distinct = list(dict.fromkeys(privileged_texts))
+        privileged_ids = dict(zip(distinct, tokenize([PRIVILEGED_HEADER + text + "\n\n" for text in distinct])))
+        ids = [privileged_ids[text] + chat_ids for text, chat_ids in zip(privileged_texts, tokenize(chats))]
+    else:
+        ids = tokenize([teacher_prompt_text(tokenizer, message, text, mode)
+                        for message, text in zip(user_messages, privileged_texts)])
+    return [row[-max_prompt_length:] for row in ids]                # left truncation keeps the end
+
+
 def teacher_inputs(tokenizer, user_messages: list[str], response_ids: list[list[int]],
                    privileged_texts: list[str], mode: str = "prefix", max_prompt_length: int = 2048):
     """The teacher's batch: privileged prompt (re-tokenised, left-truncated to `max_prompt_length`) followed
@@ -154,6 +192,159 @@ def teacher_inputs(tokenizer, user_messages: list[str], response_ids: list[list[
         prompts.append(ids[-max_prompt_length:])                     # left truncation keeps the end
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return pack_batch(prompts, response_ids, pad_id)
+
+
+# The teacher's privileged prefix, encoded once. Rows that retrieved the same skills have teacher prompts that
+# begin with the same tokens (prefix mode: header + skills; in_prompt: the chat template's opening too). A
+# group of such rows runs that shared prefix once, as one row, into the model's own KV cache; each of its
+# micro-batches repeats the cache over its rows and runs only each row's rest on top: the same tokens at the
+# same positions with the same attention as the full pass, so the same numbers, with the skills' tokens
+# through the layers once per group instead of once per row (their keys are still attended by every row).
+
+MIN_SHARED_PREFIX = 16
+"""Below this many shared tokens a micro-batch takes the plain full pass (the saving would not pay a second call)."""
+
+
+def shared_prefix_length(token_lists: list[list[int]]) -> int:
+    """How many leading tokens every list has in common."""
+    shortest = min(len(tokens) for tokens in token_lists)
+    first = token_lists[0]
+    for position in range(shortest):
+        if any(tokens[position] != first[position] for tokens in token_lists):
+            return position
+    return shortest
+
+
+def _even_split(rows: list[int], size: int) -> list[list[int]]:
+    """`rows` cut into ceil(n / size) consecutive parts of nearly equal length, none longer than `size`."""
+    parts = -(-len(rows) // size)
+    return [rows[k * len(rows) // parts:(k + 1) * len(rows) // parts] for k in range(parts)]
+
+
+def prefix_micro_batches(prompt_ids: list[list[int]], group_keys: list, micro_batch_size: int,
+                         min_prefix: int = MIN_SHARED_PREFIX) -> list[tuple[list[int], int]]:
+    """Plan the teacher's micro-batches: a list of (row indices, number of leading prompt tokens they share).
+
+    Rows with the same group key (the same privileged text) and the same first `min_prefix` tokens (a row
+    cut by left truncation starts elsewhere, so it leaves its group) form a group. Its prefix is what all
+    its prompts share, less at least one prompt token per row: the rest must hold the token that predicts
+    the first response token. Its rows, sorted by prompt length, are cut into nearly equal micro-batches
+    with that same prefix, consecutive in the plan, so it is encoded once per group. A group of one row, or
+    one sharing fewer than `min_prefix` tokens, goes to plain micro-batches (prefix 0), sorted by prompt
+    length. Each row appears exactly once.
+    """
+    groups, plain, batches = {}, [], []
+    for row, (prompt, key) in enumerate(zip(prompt_ids, group_keys)):
+        groups.setdefault((key, tuple(prompt[:min_prefix])), []).append(row)
+    for rows in groups.values():
+        prompts = [prompt_ids[row] for row in rows]
+        shared = min(shared_prefix_length(prompts), min(len(prompt) for prompt in prompts) - 1)
+        if len(rows) == 1 or shared < min_prefix:
+            plain.extend(rows)
+            continue
+        rows.sort(key=lambda row: len(prompt_ids[row]))
+        batches.extend((part, shared) for part in _even_split(rows, micro_batch_size))
+    plain.sort(key=lambda row: len(prompt_ids[row]))
+    if plain:
+        batches.extend((part, 0) for part in _even_split(plain, micro_batch_size))
+    return batches
+
+
+def encode_prefix(model, prefix_ids: list[int]):
+    """Run `prefix_ids` as one row into the model's own KV cache: returns (keyword, cache) to pass it back.
+
+    The keyword is the name the model's outputs carry the cache under: `past_key_values`, renamed `cache`
+    by newer transformers.
+    """
+    prefix = torch.tensor([prefix_ids], device=next(model.parameters()).device)   # (1, L)
+    _, outputs = _forward(model, prefix, torch.ones_like(prefix), use_cache=True)
+    name = "cache" if "cache" in outputs else "past_key_values"
+    return name, outputs[name]
+
+
+def hidden_after_prefix(model, rest_ids: list[list[int]], response_ids: list[list[int]], prefix, pad_id: int):
+    """Hidden states `(b, T, H)` that predict each row's response, and those response tokens `(b, T)`, for
+    prompts made of one shared prefix (`encode_prefix`'s (keyword, cache), or None for none) and `rest_ids`.
+
+    The same values as `response_hidden` on `pack_batch(prefix + rest, response_ids)`: the prefix's cache
+    is repeated over the b rows and the rest runs on top in the `pack_batch` layout [left-padded rest |
+    right-padded response], with an attention mask over prefix and rest (the padding between them masked)
+    and positions that continue from the prefix's, as in the full pass. Then the cache is rewound to the
+    prefix alone, one row, ready for the group's next micro-batch.
+    """
+    device = next(model.parameters()).device
+    input_ids, attention_mask, response_mask = (t.to(device) for t in pack_batch(rest_ids, response_ids, pad_id))
+    T = response_mask.shape[1]                                       # input_ids, attention_mask (b, S+T)
+    if prefix is None:
+        hidden, _ = _forward(model, input_ids, attention_mask, use_cache=False)       # (b, S+T, H)
+    else:
+        name, cache = prefix
+        prefix_mask = attention_mask.new_ones(len(rest_ids), cache.get_seq_length())  # (b, L)
+        attention_mask = torch.cat([prefix_mask, attention_mask], dim=1)             # (b, L+S+T)
+        cache.batch_repeat_interleave(len(rest_ids))                 # keys, values (b, heads, L, d) per layer
+        hidden, _ = _forward(model, input_ids, attention_mask, use_cache=True, **{name: cache})  # (b, S+T, H)
+        cache.crop(-input_ids.shape[1])                              # rewind: the prefix alone ...
+        cache.batch_select_indices(torch.tensor([0], device=device))  # ... as one row
+    return hidden[:, -T - 1:-1], input_ids[:, -T:]                   # (b, T, H), (b, T)
+
+
+def _teacher_micro_batches(model, prompt_ids, response_ids, group_keys, pad_id, micro_batch_size, min_prefix):
+    """(rows, hidden `(b, t, H)`, response tokens `(b, t)`) per micro-batch of `prefix_micro_batches`; each
+    group's prefix is encoded once, for all its micro-batches."""
+    prefix_ids, prefix = None, None
+    for rows, prefix_length in prefix_micro_batches(prompt_ids, group_keys, micro_batch_size, min_prefix):
+        prompts = [prompt_ids[row] for row in rows]
+        if prefix_length and prompts[0][:prefix_length] != prefix_ids:
+            prefix_ids = prompts[0][:prefix_length]
+            prefix = encode_prefix(model, prefix_ids)
+        rests = [prompt[prefix_length:] for prompt in prompts]
+        yield rows, *hidden_after_prefix(model, rests, [response_ids[row] for row in rows],
+                                         prefix if prefix_length else None, pad_id)
+
+
+def _response_width(response_ids: list[list[int]]) -> int:
+    """T of `pack_batch`: the longest response, at least 1."""
+    return max(1, max((len(response) for response in response_ids), default=0))
+
+
+@torch.no_grad()
+def teacher_response_hidden(model, prompt_ids: list[list[int]], response_ids: list[list[int]], group_keys: list,
+                            pad_id: int, micro_batch_size: int, min_prefix: int = MIN_SHARED_PREFIX) -> torch.Tensor:
+    """The teacher's hidden states `(B, T, H)` that predict the response tokens, shared prefixes encoded once.
+
+    prompt_ids: the teacher's prompts as `teacher_prompt_ids` gives them (rendered, tokenised, left-truncated);
+    group_keys: one hashable per row, equal for rows with the same privileged text. Same values and layout
+    as `response_hidden` on `teacher_inputs(...)` (T = the longest response, at least 1; columns past a
+    row's response hold no meaning), for the full-vocabulary divergences. At least one row.
+    """
+    out = None
+    for rows, hidden, _ in _teacher_micro_batches(model, prompt_ids, response_ids, group_keys, pad_id,
+                                                  micro_batch_size, min_prefix):
+        if out is None:
+            out = hidden.new_zeros(len(prompt_ids), _response_width(response_ids), hidden.shape[-1])  # (B, T, H)
+        out[rows, :hidden.shape[1]] = hidden
+    return out
+
+
+@torch.no_grad()
+def cached_teacher_logprobs(model, prompt_ids: list[list[int]], response_ids: list[list[int]], group_keys: list,
+                            pad_id: int, micro_batch_size: int, chunk_size: int | None = 128,
+                            min_prefix: int = MIN_SHARED_PREFIX) -> torch.Tensor:
+    """The teacher's log-probs `(B, T)` float32 of each row's response tokens, shared prefixes encoded once.
+
+    Arguments as `teacher_response_hidden`; `chunk_size` bounds the head's memory (`logprobs_from_hidden`).
+    Same values and layout as `token_logprobs` on `teacher_inputs(...)`: response in the T columns,
+    right-padded (zeros past a row's response), only one micro-batch's hidden states alive at a time.
+    """
+    head = _unwrap(model).get_output_embeddings()
+    device = next(model.parameters()).device
+    out = torch.zeros(len(prompt_ids), _response_width(response_ids), device=device)   # (B, T)
+    for rows, hidden, targets in _teacher_micro_batches(model, prompt_ids, response_ids, group_keys, pad_id,
+                                                        micro_batch_size, min_prefix):
+        logp, _ = logprobs_from_hidden(head, hidden, targets, chunk_size=chunk_size)   # (b, t)
+        out[rows, :logp.shape[1]] = logp
+    lengths = torch.tensor([len(response) for response in response_ids], device=device)  # (B,)
+    return out * (torch.arange(out.shape[1], device=device) < lengths[:, None])         # (B, T)
 
 
 def _divergence_chunk(head, student_hidden, teacher_hidden, kind: str, temperature: float):

@@ -17,15 +17,24 @@ import torch
 
 from gate import sdar_loss, skill_sd_loss
 from grpo import aggregate, kl_k3, policy_loss, rlsd_advantages
-from opsd import logprobs_from_hidden, pack_batch, response_hidden, teacher_inputs, token_logprobs, vocab_divergence
+from opsd import (cached_teacher_logprobs, logprobs_from_hidden, pack_batch, response_hidden, teacher_inputs,
+                  teacher_prompt_ids, teacher_response_hidden, token_logprobs, vocab_divergence)
 
 
 @torch.no_grad()
 def score_tokens(model, tokenizer, samples, cfg, teacher: bool = False) -> list[torch.Tensor]:
     """Log-probs of each sample's sampled response `(len(response),)`, seen by the student or the teacher.
 
-    The teacher is the same model on the privileged prompt followed by the identical response tokens.
+    The teacher is the same model on the privileged prompt followed by the identical response tokens;
+    with `teacher_prefix_cache` the prompt prefix that samples with the same skills share is encoded once.
     """
+    if teacher and cfg.teacher_prefix_cache:
+        skills = [s.skill_text for s in samples]
+        prompts = teacher_prompt_ids(tokenizer, [s.user_message for s in samples], skills, cfg.teacher_context,
+                                     cfg.max_prompt_length)
+        logp = cached_teacher_logprobs(model, prompts, [s.response_ids for s in samples], skills,
+                                       tokenizer.pad_token_id, cfg.micro_batch_size, cfg.logprob_chunk_size)  # (N, T)
+        return [logp[i, :len(s.response_ids)].cpu() for i, s in enumerate(samples)]
     device = next(model.parameters()).device
     # similar lengths share a micro-batch (less padding); the teacher's prompt also holds the skill text
     order = sorted(range(len(samples)), key=lambda i: (len(samples[i].skill_text) if teacher else 0,
@@ -92,9 +101,17 @@ def micro_step_loss(model, tokenizer, batch: dict, cfg, denominator: float):
         divergence = None
         if cfg.divergence != "sampled":
             with torch.no_grad():
-                t_ids, t_attn, _ = teacher_inputs(tokenizer, batch["user_messages"], batch["response_ids"],
-                                                  batch["skill_texts"], cfg.teacher_context, cfg.max_prompt_length)
-                teacher_hidden = response_hidden(model, t_ids.to(device), t_attn.to(device), T)  # (B, T, H)
+                if cfg.teacher_prefix_cache:
+                    prompts = teacher_prompt_ids(tokenizer, batch["user_messages"], batch["skill_texts"],
+                                                 cfg.teacher_context, cfg.max_prompt_length)
+                    teacher_hidden = teacher_response_hidden(model, prompts, batch["response_ids"],
+                                                             batch["skill_texts"], tokenizer.pad_token_id,
+                                                             cfg.micro_batch_size)            # (B, T, H)
+                else:
+                    t_ids, t_attn, _ = teacher_inputs(tokenizer, batch["user_messages"], batch["response_ids"],
+                                                      batch["skill_texts"], cfg.teacher_context,
+                                                      cfg.max_prompt_length)
+                    teacher_hidden = response_hidden(model, t_ids.to(device), t_attn.to(device), T)  # (B, T, H)
             divergence = vocab_divergence(head, hidden, teacher_hidden, cfg.divergence, chunk_size=cfg.logprob_chunk_size)
         sd, sd_metrics = sdar_loss(logp, teacher, mask, cfg.beta, cfg.gate, entropy, cfg.loss_agg, divergence, denominator,
                                    cfg.max_new_tokens)
