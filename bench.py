@@ -14,7 +14,8 @@ Sections (each prints a JSON line per row as it goes, then a table):
              `update.micro_step_loss`), tokens/s and peak memory, with and without gradient checkpointing.
   memory     chunked against unchunked `opsd.token_logprobs` with backward at a large vocabulary: peak
              memory and the largest difference of values and gradients.
-  iteration  one real `train.py` iteration on a built-in env: rollout, old, ref, teacher, update seconds.
+  iteration  one real `train.py` iteration on a built-in env: rollout, old, ref, teacher, update seconds,
+             with the teacher's shared-prefix cache off and on (the same samples; medians of --iter_repeats).
 Nothing is downloaded: `--shape` builds a random model (tinymodel.SHAPES) and a tokenizer trained on the
 built-in envs' text. Peak memory is `torch.cuda.max_memory_allocated` on CUDA; on CPU the resident-set
 high-water mark of a fresh process per variant (reset through /proc/self/clear_refs where allowed).
@@ -26,6 +27,7 @@ import argparse
 import gc
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,6 +65,13 @@ def parse_args(argv=None):
     parser.add_argument("--checkpointing", default="off,on", help="gradient checkpointing in the train section")
     parser.add_argument("--env", default="alfworld", help="built-in env of the iteration section")
     parser.add_argument("--iter_fast_decode", action="store_true", help="iteration with train.py --fast_decode")
+    parser.add_argument("--iter_embedded_sizes", action="store_true",
+                        help="iteration at the embedded default's sizes (config.EMBEDDED_DEFAULTS, alfworld: env "
+                             "kwargs, history, turns, new tokens, tasks x rollouts, mini/micro batch, lr)")
+    parser.add_argument("--iter_teacher_cache", default="off,on",
+                        help="iteration with teacher_prefix_cache off and/or on (one train.py run each)")
+    parser.add_argument("--iter_repeats", type=int, default=1,
+                        help="iteration runs per teacher_prefix_cache setting (alternated; medians reported)")
     for name, (cpu, cuda) in DEFAULTS.items():
         parser.add_argument(f"--{name}", type=type(cpu), help=f"default {cpu} on CPU, {cuda} on CUDA")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -211,35 +220,71 @@ def worker_rows(args, worker: str, model_dir: str, emit) -> list[dict]:
     return rows
 
 
-def iteration_section(args, model_dir: str, emit) -> None:
-    """One iteration of the real train.py (subprocess); its perf/* metrics from metrics.jsonl."""
+ITERATION_TIMES = ("rollout_s", "old_s", "ref_s", "teacher_s", "update_s", "iter_s", "rollout_tok_s")
+ITERATION_SIZES = ("env_kwargs", "history_length", "max_turns", "max_new_tokens", "tasks_per_iter", "group_size",
+                   "mini_batch_size", "micro_batch_size", "lr")
+
+
+def iteration_flags(args, model_dir: str, output_dir: str, teacher_cache: str) -> list[str]:
+    """train.py flags for one iteration: bench's --iter_* sizes, or the embedded default's."""
+    flags = ["--model", model_dir, "--output_dir", output_dir, "--env_name", args.env, "--iterations", "1",
+             "--eval_every", "0", "--eval_tasks", "1", "--logprob_chunk_size", str(args.chunk_size), "--plot", "False",
+             "--teacher_prefix_cache", "True" if teacher_cache == "on" else "False"]
+    flags += ["--fast_decode", "True"] if args.iter_fast_decode else []
+    if args.iter_embedded_sizes:
+        from config import EMBEDDED_DEFAULTS
+        return flags + [part for name in ITERATION_SIZES for part in (f"--{name}", str(EMBEDDED_DEFAULTS[name]))]
+    micro = min(8, args.iter_tasks * args.iter_group * args.iter_turns)
+    return flags + ["--tasks_per_iter", str(args.iter_tasks), "--group_size", str(args.iter_group), "--max_turns",
+                    str(args.iter_turns), "--max_new_tokens", str(args.iter_new_tokens), "--mini_batch_size",
+                    str(micro * 2), "--micro_batch_size", str(micro)]
+
+
+def run_iteration(args, model_dir: str, teacher_cache: str) -> dict:
+    """One iteration of the real train.py (subprocess): its perf/* seconds and step samples, or an error."""
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    if args.device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
     with tempfile.TemporaryDirectory() as output_dir:
-        samples = args.iter_tasks * args.iter_group * args.iter_turns
-        micro = min(8, samples)
-        flags = ["--model", model_dir, "--output_dir", output_dir, "--env_name", args.env, "--iterations", "1",
-                 "--eval_every", "0", "--eval_tasks", "1", "--tasks_per_iter", str(args.iter_tasks),
-                 "--group_size", str(args.iter_group), "--max_turns", str(args.iter_turns),
-                 "--max_new_tokens", str(args.iter_new_tokens), "--mini_batch_size", str(micro * 2),
-                 "--micro_batch_size", str(micro), "--logprob_chunk_size", str(args.chunk_size), "--plot", "False"]
-        flags += ["--fast_decode", "True"] if args.iter_fast_decode else []
-        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-        if args.device == "cpu":
-            env["CUDA_VISIBLE_DEVICES"] = ""
+        command = [sys.executable, os.path.join(ROOT, "train.py"),
+                   *iteration_flags(args, model_dir, output_dir, teacher_cache)]
         start = time.perf_counter()
-        result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *flags], cwd=ROOT, env=env,
-                                capture_output=True, text=True)
+        result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - start
         path = os.path.join(output_dir, "metrics.jsonl")
         if result.returncode != 0 or not os.path.exists(path):
-            tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            emit(dict(section="iteration", env=args.env, error=tail[:200]))
-            return
+            return {"error": (result.stderr.strip().splitlines() or ["no output"])[-1][:200]}
         last = [json.loads(line) for line in open(path) if line.strip()][-1]
-        row = dict(section="iteration", env=args.env, fast_decode=args.iter_fast_decode,
-                   step_samples=last.get("train/step_samples"))
-        for key in ("rollout_s", "old_s", "ref_s", "teacher_s", "update_s", "iter_s", "rollout_tok_s"):
-            row[key] = last.get(f"perf/{key}")
-        emit({**row, "process_s": wall})
+    row = {key: last.get(f"perf/{key}") for key in ITERATION_TIMES}
+    return dict(step_samples=last.get("train/step_samples"), **row, process_s=wall)
+
+
+def iteration_section(args, model_dir: str, emit) -> None:
+    """train.py iterations with teacher_prefix_cache off and on, alternated `--iter_repeats` times: the median
+    of each perf/* metric per setting. Every run draws the same tasks and samples (same seed; the teacher does
+    not change the rollout), so they do equal work; `teacher_over_old` is the median over runs of the teacher
+    pass over the old log-prob pass of the same process (robust to other load on the machine). A last row
+    gives the on/off ratios of the medians of the teacher pass and of the whole iteration."""
+    settings = [v for v in args.iter_teacher_cache.split(",") if v]
+    runs = {setting: [] for setting in settings}
+    for _ in range(args.iter_repeats):
+        for setting in settings:
+            run = run_iteration(args, model_dir, setting)
+            if "error" in run:
+                emit(dict(section="iteration", env=args.env, teacher_cache=setting, **run))
+                return
+            runs[setting].append(run)
+    medians = {}
+    for setting, rows in runs.items():
+        medians[setting] = {key: statistics.median(row[key] for row in rows) for key in ITERATION_TIMES}
+        emit(dict(section="iteration", env=args.env, teacher_cache=setting, fast_decode=args.iter_fast_decode,
+                  runs=len(rows), step_samples=rows[0]["step_samples"], **medians[setting],
+                  teacher_over_old=statistics.median(row["teacher_s"] / row["old_s"] for row in rows),
+                  process_s=statistics.median(row["process_s"] for row in rows)))
+    if {"on", "off"} <= medians.keys():
+        emit(dict(section="iteration", env=args.env, teacher_cache="on/off",
+                  teacher_s=medians["on"]["teacher_s"] / medians["off"]["teacher_s"],
+                  iter_s=medians["on"]["iter_s"] / medians["off"]["iter_s"]))
 
 
 def print_tables(rows: list[dict]) -> None:

@@ -119,6 +119,8 @@ class TrainConfig:
     """sampled (the released code) | reverse_kl | forward_kl | jsd (full-vocabulary, teacher recomputed live)."""
     teacher_context: str = "prefix"
     """prefix (released code: skills before the templated prompt) | in_prompt (paper: inside the user message)."""
+    teacher_prefix_cache: bool = True
+    """Encode the skill prefix that teacher prompts share once per group (KV cache), not per sample: same numbers."""
     skill_retrieval: str | None = None
     """keyword (the default) | full | random | ucb | released (ALFWorld by task type, WebShop by keywords,
     Search by data source; what --parity released uses)."""

@@ -17,7 +17,9 @@ from dataclasses import dataclass, fields
 import torch
 
 from objective import sdar_objective
-from opsd import logprobs_from_hidden, pack_batch, response_hidden, teacher_inputs, token_logprobs, vocab_divergence
+from opsd import (logprobs_from_hidden, pack_batch, response_hidden, teacher_prompt_ids, token_logprobs, unwrap,
+                  vocab_divergence)
+from teacher_cache import cached_teacher_logprobs
 
 
 def take_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor, rows: list[int]):
@@ -88,17 +90,22 @@ def build_experience(model, reference, tokenizer, samples, advantages: torch.Ten
 
     `reference` is the frozen initial model, or None under LoRA, where the initial model is the same
     network with its adapters switched off. The reference pass is skipped when `kl_coef` is 0, and the
-    teacher's inputs and pass when no term uses them (the student's stand in)."""
+    teacher's inputs and pass when no term uses them (the student's stand in). With `teacher_prefix_cache`
+    the prompt prefix that samples with the same skills share is encoded once (`teacher_cache.py`)."""
     prompts, responses = [s.prompt_ids for s in samples], [s.response_ids for s in samples]
+    skills = [s.skill_text for s in samples]
     input_ids, attention_mask, response_mask = pack_batch(prompts, responses, tokenizer.pad_token_id)  # (N, P+T)
     teacher_ids, teacher_mask = input_ids, attention_mask
     needs_teacher = cfg.sdar_coef > 0 or cfg.skill_sd_coef > 0 or cfg.rlsd_lam > 0
     if needs_teacher:
-        teacher_ids, teacher_mask, _ = teacher_inputs(tokenizer, [s.user_message for s in samples], responses,
-                                                      [s.skill_text for s in samples], cfg.teacher_context,
-                                                      cfg.max_prompt_length)                      # (N, Q+T)
+        teacher_prompts = teacher_prompt_ids(tokenizer, [s.user_message for s in samples], skills,
+                                             cfg.teacher_context, cfg.max_prompt_length)
+        teacher_ids, teacher_mask, _ = pack_batch(teacher_prompts, responses, tokenizer.pad_token_id)  # (N, Q+T)
 
     def score(net, teacher: bool = False) -> torch.Tensor:
+        if teacher and cfg.teacher_prefix_cache:
+            return cached_teacher_logprobs(net, teacher_prompts, responses, skills, tokenizer.pad_token_id,
+                                           cfg.micro_batch_size, cfg.logprob_chunk_size).cpu()        # (N, T)
         if teacher:   # rows sharing a skill text side by side
             order = sorted(range(len(samples)), key=lambda i: (len(samples[i].skill_text), len(prompts[i])))
             return score_tokens(net, teacher_ids, teacher_mask, response_mask, order, cfg.micro_batch_size,
@@ -142,7 +149,7 @@ def micro_step_loss(model, batch: Experience, mask: torch.Tensor, cfg, denominat
     T = mask.shape[1]
     need_entropy = cfg.entropy_coef > 0 or cfg.gate != "gap"
     hidden = response_hidden(model, batch.input_ids, batch.attention_mask, T)                # (b, T, H)
-    head = getattr(model, "module", model).get_output_embeddings()
+    head = unwrap(model).get_output_embeddings()
     logp, entropy = logprobs_from_hidden(head, hidden, batch.input_ids[:, -T:], 1.0, cfg.logprob_chunk_size,
                                          need_entropy)                                       # (b, T), (b, T)
     divergence = None
