@@ -136,6 +136,8 @@ def test_in_prompt_skills_go_after_the_first_line(tokenizer):
 def test_the_released_preset_fills_only_what_is_unset():
     released = parse_config(["--parity", "released", "--env_name", "search", "--model", "Qwen/Qwen2.5-0.5B"])
     assert (released.stop_at_action, released.loss_agg) == (False, "micro-token-mean")
+    assert (released.skill_retrieval, released.final_eval_tasks) == ("released", -1)
+    assert parse_config(["--parity", "released", "--model", "Qwen/Qwen2.5-0.5B"]).final_eval_tasks == 0
     assert json.loads(released.env_kwargs) == {"clip_observations": False, "action_parse": "released",
                                                "last_turn_hint": False}
     mixed = parse_config(["--parity", "released", "--loss_agg", "token-mean", "--env_kwargs",
@@ -144,3 +146,4 @@ def test_the_released_preset_fills_only_what_is_unset():
     assert json.loads(mixed.env_kwargs) == {"clip_observations": False, "action_parse": "project"}
     project = parse_config(["--model", "Qwen/Qwen2.5-0.5B"])
     assert (project.stop_at_action, project.loss_agg, project.env_kwargs) == (True, "token-mean", "{}")
+    assert (project.skill_retrieval, project.final_eval_tasks) == ("keyword", 0)

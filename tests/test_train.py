@@ -70,6 +70,9 @@ def test_every_method_runs_on_alfworld(method, model_dir, tmp_path):
     ("search", ["--divergence", "jsd", "--gate", "soft_or"]),
     ("webshop", ["--divergence", "reverse_kl", "--gate", "entropy", "--teacher_context", "in_prompt",
                  "--skill_retrieval", "ucb", "--loss_agg", "seq-mean-token-mean"]),
+    ("alfworld", ["--parity", "released"]),                       # every switch the released code's way
+    ("webshop", ["--parity", "released", "--teacher_context", "in_prompt"]),
+    ("search", ["--parity", "released", "--final_eval_tasks", "3"]),
 ])
 def test_every_env_and_variant_runs(env_name, extra, model_dir, tmp_path):
     result = run_train(FAST + ["--model", model_dir, "--env_name", env_name, "--output_dir", str(tmp_path)] + extra)
