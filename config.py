@@ -131,7 +131,7 @@ class TrainConfig:
     eval_with_skills: bool = False
     """Show the skills at evaluation too (the Skill-GRPO* row)."""
     eval_teacher: bool = True
-    """Before training, also evaluate the teacher (same weights, skills shown): eval/teacher_* in row 0."""
+    """Before training, also evaluate the teacher (same weights, its prompt with the skills): eval/teacher_* in row 0."""
 
     iterations: int = 150
     """Training iterations (rollout + update)."""

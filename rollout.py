@@ -17,7 +17,7 @@ import torch
 from transformers import CompileConfig, GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from envs.base import Env
-from opsd import left_pad, privileged_message, render_chat
+from opsd import left_pad, privileged_message, render_chat, teacher_prompt_text
 
 STOP_TAGS = {"alfworld": ("</action>",), "webshop": ("</action>",), "search": ("</search>", "</answer>")}
 
@@ -33,6 +33,7 @@ class RolloutConfig:
     invalid_penalty: float = 0.1     # subtracted from the score of a step with an invalid action
     split: str = "train"
     show_skills_to_student: bool = False   # Skill-GRPO: the skills go into the student's prompt too
+    teacher_context: str | None = None     # act as the SDAR teacher: its exact prompt ("prefix" | "in_prompt")
     stop_at_action: bool = True      # stop at the first closed action tag (False: sample to EOS or the budget)
     generation_batch_size: int | None = None  # rows per generate call (None: the whole active batch)
     sort_by_length: bool = False     # group prompts of similar length into the same generate call
@@ -289,7 +290,9 @@ def play_episodes(model, tokenizer, envs: list[Env], seeds: list[int], group_ids
             if config.show_skills_to_student:
                 message = privileged_message(message, skills[i][0])
             messages[i] = message
-            ids = tokenizer(render_chat(tokenizer, message), add_special_tokens=False)["input_ids"]
+            text = (teacher_prompt_text(tokenizer, message, skills[i][0], config.teacher_context)
+                    if config.teacher_context else render_chat(tokenizer, message))
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
             prompts.append(ids[-config.max_prompt_length:])
         tags = STOP_TAGS.get(envs[active[0]].name, ("</action>",)) if config.stop_at_action else ()
         start = time.perf_counter()

@@ -93,15 +93,17 @@ def make_envs(cfg: TrainConfig, world: int, rank: int):
     return envs, eval_envs, panel
 
 
-def rollout_config(cfg: TrainConfig, evaluation: bool = False, show_skills: bool | None = None):
+def rollout_config(cfg: TrainConfig, evaluation: bool = False, teacher: bool = False):
+    """The rollout's settings for training, evaluation, or (`teacher`) evaluation of the SDAR teacher: the
+    same weights prompted exactly as the teacher is in the scoring pass (skills per `teacher_context`)."""
     from rollout import RolloutConfig
-    if show_skills is None:
-        show_skills = cfg.eval_with_skills if evaluation else cfg.show_skills_to_student
+    show_skills = cfg.eval_with_skills if evaluation else cfg.show_skills_to_student
     return RolloutConfig(
         history_length=cfg.history_length, max_turns=cfg.max_turns, max_new_tokens=cfg.max_new_tokens,
         max_prompt_length=cfg.max_prompt_length, invalid_penalty=cfg.invalid_penalty,
         temperature=cfg.eval_temperature if evaluation else cfg.temperature,
-        split=cfg.eval_split if evaluation else "train", show_skills_to_student=show_skills,
+        split=cfg.eval_split if evaluation else "train", show_skills_to_student=show_skills and not teacher,
+        teacher_context=cfg.teacher_context if teacher else None,
         stop_at_action=cfg.stop_at_action,
         generation_batch_size=cfg.generation_batch_size,
         cache_implementation="static" if cfg.fast_decode else None,
@@ -111,7 +113,8 @@ def rollout_config(cfg: TrainConfig, evaluation: bool = False, show_skills: bool
 def run_eval(model, tokenizer, accelerator, cfg, eval_envs, panel, skills, iteration: int,
              teacher: bool = False, prefix: str = "eval/") -> dict:
     """Success on the fixed panel (this process's share), split over processes; sums are reduced so uneven
-    shares weigh right. `teacher`: the same weights with the skills shown, logged as eval/teacher_*.
+    shares weigh right. `teacher`: the SDAR teacher (the same weights, prompted with the skills exactly as
+    in the teacher's scoring pass), logged as eval/teacher_*.
 
     Sampling is seeded by (seed, iteration) only, so runs that differ just in their updates (the
     methods of compare.py) score identical weights identically; training reseeds every iteration.
@@ -121,7 +124,7 @@ def run_eval(model, tokenizer, accelerator, cfg, eval_envs, panel, skills, itera
     from rollout import evaluate
 
     set_seed(task_seed(cfg.seed, iteration, 40_000 + accelerator.process_index), device_specific=False)
-    config = rollout_config(cfg, evaluation=True, show_skills=True if teacher else None)
+    config = rollout_config(cfg, evaluation=True, teacher=teacher)
     with accelerator.autocast():
         metrics = evaluate(accelerator.unwrap_model(model), tokenizer, eval_envs, panel, config, skills)
     n = len(panel)
@@ -137,12 +140,12 @@ def run_eval(model, tokenizer, accelerator, cfg, eval_envs, panel, skills, itera
 
 
 def evaluate_start(model, tokenizer, accelerator, cfg, eval_envs, panel, skills) -> dict:
-    """Row 0: the student on the panel and, with `eval_teacher`, the teacher (the same weights with the
-    skills shown): how much the privileged context is worth before any training."""
+    """Row 0: the student on the panel and, with `eval_teacher`, the SDAR teacher acting on the same panel
+    (the same weights, prompted as in the teacher's scoring pass): how much the skills are worth."""
     row = run_eval(model, tokenizer, accelerator, cfg, eval_envs, panel, skills, 0)
     if cfg.eval_teacher:
         row.update(run_eval(model, tokenizer, accelerator, cfg, eval_envs, panel, skills, 0, teacher=True))
-    teacher = f", teacher (skills shown) {row['eval/teacher_success']:.1%}" if cfg.eval_teacher else ""
+    teacher = f", teacher (skills in its prompt) {row['eval/teacher_success']:.1%}" if cfg.eval_teacher else ""
     accelerator.print(f"start: student {row['eval/success']:.1%}{teacher} on the {cfg.eval_tasks}-task panel")
     return row
 

@@ -141,3 +141,20 @@ def test_evaluate_uses_a_fixed_panel(tokenizer, tiny_model_factory):
     b = evaluate(model, tokenizer, envs, [0, 1, 2], config)
     assert [env.privileged()["gold_answers"] for env in envs] == first_tasks
     assert a["success"] == b["success"] and a["tokens"] == b["tokens"]      # greedy on the same panel
+
+
+@pytest.mark.parametrize("mode", ["prefix", "in_prompt"])
+def test_the_teacher_acts_on_its_own_prompt(tokenizer, tiny_model_factory, mode):
+    """RolloutConfig.teacher_context: every prompt is the teacher's exact scoring prompt (skills per mode)."""
+    from opsd import teacher_prompt_text
+
+    envs = [make_env("alfworld", room_size="small") for _ in range(2)]
+    config = RolloutConfig(max_turns=2, max_new_tokens=4, max_prompt_length=4096, teacher_context=mode)
+    samples, _ = rollout(tiny_model_factory(seed=0), tokenizer, envs, [1, 2], [0, 1], config,
+                         lambda env, info: ("Mugs are usually in cabinets.", "pick_and_place"))
+    assert samples
+    for sample in samples:
+        expected = tokenizer(teacher_prompt_text(tokenizer, sample.user_message, "Mugs are usually in cabinets.", mode),
+                             add_special_tokens=False)["input_ids"]
+        assert sample.prompt_ids == expected
+        assert "Mugs are usually" not in sample.user_message       # the student's message stays the student's
