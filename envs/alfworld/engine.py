@@ -21,7 +21,7 @@ import random
 
 from envs.alfworld import prompts, skill_category
 from envs.alfworld.catalog import can_contain
-from envs.alfworld.generator import ROOM_SIZES, SPLIT_SIZES, Game, generate_game
+from envs.alfworld.generator import PRIOR_STRENGTH, ROOM_SIZES, SPLIT_SIZES, Game, check_prior_strength, generate_game
 
 WELCOME = "-= Welcome to TextWorld, ALFRED! =-"
 NOTHING = prompts.NOTHING
@@ -47,15 +47,20 @@ class BuiltinAlfWorld:
     kwargs: `max_steps` (50), `room_size` ("full" about 20 admissible commands per step, or
     "small"), `num_receptacles` / `num_distractors` (int or inclusive (lo, hi), override the preset),
     `split_sizes` (dict split -> number of distinct tasks; default the real benchmark's 3553/140/134),
-    `task_types` (a subset of the six, e.g. for a curriculum or the CPU-sized embedded default).
+    `task_types` (a subset of the six, e.g. for a curriculum or the CPU-sized embedded default),
+    `prior_strength` (the probability that an object starts where things are usually left, the
+    habit the skills state; 0.8 by default, null = uniform placement): how reliable the skills are.
     """
 
     name = "alfworld"
 
     def __init__(self, max_steps: int = 50, room_size: str = "full", num_receptacles=None,
-                 num_distractors=None, split_sizes: dict | None = None, task_types=None):
+                 num_distractors=None, split_sizes: dict | None = None, task_types=None,
+                 prior_strength: float | None = PRIOR_STRENGTH):
         if room_size not in ROOM_SIZES:
             raise ValueError(f"room_size={room_size!r} is unknown; choose one of {', '.join(ROOM_SIZES)}")
+        check_prior_strength(prior_strength)
+        self.prior_strength = prior_strength
         self.max_steps = int(max_steps)
         self.room_size = room_size
         self.num_receptacles = num_receptacles
@@ -72,7 +77,7 @@ class BuiltinAlfWorld:
         if task_index is None:
             task_index = random.Random(seed).randrange(size)
         self.game = generate_game(split, int(task_index) % size, self.room_size,
-                                  self.num_receptacles, self.num_distractors, self.task_types)
+                                  self.num_receptacles, self.num_distractors, self.task_types, self.prior_strength)
         g = self.game
         self._at = None                                   # receptacle index, None = middle of the room
         self._where = [item.start for item in g.items]    # receptacle index, None = in the hands
