@@ -26,6 +26,7 @@ SHAPES = {
     # name: (hidden, layers, heads, kv_heads, intermediate)
     "tiny": (64, 2, 4, 2, 128),
     "mini": (128, 2, 4, 2, 384),
+    "agent": (128, 4, 4, 2, 384),       # the shipped embedded agent (about 0.9 M parameters)
     "small": (256, 4, 4, 2, 768),
     "qwen2.5-0.5b": (896, 24, 14, 2, 4864),
 }

@@ -1,78 +1,93 @@
-"""The embedded default model: a tiny agent warm-started offline by imitating a built-in expert.
+"""The embedded default model: a tiny agent warm-started offline by imitating two built-in experts.
 
 No machine here can download Qwen2.5, and a random tiny model cannot read a prompt, so RL on it shows
-nothing. Instead we build, once, and cache under `~/.cache/sdar/` (or `$SDAR_CACHE`):
+nothing. So we build one, once, and ship it in `assets/embedded-alfworld/` (save_pretrained files in
+half precision, a MANIFEST.json of their sha256 checksums and of the command that rebuilds them):
+
+    python warmstart.py --out assets/embedded-alfworld        # about 13 minutes on 2 CPU cores
+
+The build:
   1. demonstrations: episodes of the searching expert (`envs/alfworld/explorer.py`), each turn
-     rendered exactly as `rollout.py` renders it, answered with `<think>..</think><action>..</action>`;
+     rendered exactly as `rollout.py` renders it, answered with `<think>find apple</think><action>..</action>`
+     (the thought names what the agent is after, see `thought`). Half of the episodes are shown
+     without skills and played by the expert that searches in random order; the other half have the
+     privileged skill text in front (before the chat template, as the SDAR teacher sees it, or inside
+     the user message, as `--eval_with_skills` shows it) and are played by the expert that searches
+     first where things are usually left, the habit the skill text states. So the student (no skills)
+     learns to search blindly, and the same weights with the skills in front learn to search the usual
+     place first: a self-teacher that really is better where the habit holds. Both see themselves
+     recover from slips (see `demonstrations`);
   2. a byte-level BPE tokenizer trained on that text, with a chat template;
-  3. a small Qwen2 model trained briefly by next-token prediction on the responses and, with equal
-     weight, on the prompts (why: see `supervised_finetune`).
-The warm start is deliberately partial, so RL has room to improve it: the training is short, and in
-demonstrations *without* skills a fraction of the action labels is replaced by a random admissible
-action (the env still follows the expert), while demonstrations *with* the privileged skill text in
-front (the teacher's exact prompt format) keep clean labels, so the model can learn to act more
-surely when it sees the skills. It is saved with `save_pretrained` and loaded by the trainer like any
-hub model.
+  3. a small Qwen2 model trained by next-token prediction on the responses and, with equal weight,
+     on the prompts for the first half of the steps (why: see `supervised_finetune`).
+The build is deterministic for a given machine and thread count. `embedded_model_path()` returns the
+shipped folder after checking it against its manifest: the first `python train.py` builds nothing.
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import json
 import os
 import random
-import shutil
-import tempfile
+import sys
 import time
 
 import torch
 
-from config import EMBEDDED_DEFAULTS
+from config import EMBEDDED_DEFAULTS, ConfigError
 
-VERSION = 4
+VERSION = 5
+ROOT = os.path.dirname(os.path.abspath(__file__))
+ASSETS = {"alfworld": os.path.join("assets", "embedded-alfworld")}   # relative to ROOT
+MANIFEST = "MANIFEST.json"
 RECIPES = {
-    # env: env kwargs, episodes, label noise without skills, share of episodes with skills, model shape,
-    # SFT steps, weight of the prompt loss, batch size, learning rate, tokenizer vocabulary, prompt format.
-    # Noise 0.45: the sampled policy starts far below what the agent knows (26 % success at temperature
-    # 1.0 vs 48 % at 0.4), room that RL partly closes in the default's 16 iterations; at 0.15 there was none.
-    "alfworld": dict(env_kwargs=json.loads(EMBEDDED_DEFAULTS["env_kwargs"]), episodes=600, noise=0.45,
-                     skill_share=0.5, shape="mini", steps=1500, prompt_weight=1.0, batch_size=8, lr=3e-3,
-                     vocab_size=1500, history_length=EMBEDDED_DEFAULTS["history_length"],
-                     max_turns=EMBEDDED_DEFAULTS["max_turns"]),
+    # env: env kwargs, episodes, chance of a slip per step, share of episodes with skills, model shape,
+    # SFT steps, weight of the prompt loss and the steps it is on for, copies of each search move (the
+    # turns where the two experts differ), batch size, learning rate, tokenizer vocabulary, prompt format.
+    "alfworld": dict(env_kwargs=json.loads(EMBEDDED_DEFAULTS["env_kwargs"]), episodes=1600, slips=0.1,
+                     skill_share=0.5, shape="agent", steps=3000, prompt_weight=1.0, prompt_steps=1500,
+                     search_repeats=3, batch_size=16, lr=3e-3, vocab_size=1500,
+                     history_length=EMBEDDED_DEFAULTS["history_length"], max_turns=EMBEDDED_DEFAULTS["max_turns"]),
 }
 
 
-def cache_root() -> str:
-    return os.environ.get("SDAR_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "sdar"))
-
-
-def demonstrations(env_name: str, episodes: int, noise: float, skill_share: float, seed: int,
+def demonstrations(env_name: str, episodes: int, slips: float, skill_share: float, seed: int,
                    env_kwargs: dict, history_length: int, max_turns: int) -> list[dict]:
-    """Turns of expert episodes: {message, skill, action}; `skill` is "" for student-format turns.
+    """Turns of expert episodes: {message, skill, context, think, action}; `skill` is "" (and `context` "")
+    for student-format turns, else `context` is "prefix" (the SDAR teacher's prompt) or "in_prompt"
+    (the skills inside the user message, as `--eval_with_skills` shows them).
 
-    The expert is `envs.alfworld.explorer`: it knows the task sentence but not where things are, so
-    every action it takes can be inferred from what the prompt shows (the generator's direct plan
-    could not: it walks straight to a hidden object). The environment always follows the expert;
-    only the imitated label is replaced by noise."""
+    Both experts know only what the prompt shows (`envs.alfworld.explorer`); the one behind the
+    skill-format turns also follows the habit the skills state. With probability `slips` per step the
+    agent first slips: it repeats its previous action, which no longer applies ("Nothing happens.",
+    a step lost). A slip is not a demonstration, the turn after it is: so the model sees how to carry
+    on after a mistake of its own instead of only ever seeing perfect episodes."""
     from envs import env_module, make_env
     from envs.alfworld.explorer import explorer
     from envs.skills import load_skills, retrieve_skills
 
-    rng, noise_rng = random.Random(seed), random.Random(seed + 1)   # the noise never changes the episodes
+    rng, slip_rng = random.Random(seed), random.Random(seed + 1)
     env, module, skills = make_env(env_name, **env_kwargs), env_module(env_name), load_skills(env_name)
     turns = []
     for episode in range(episodes):
         observation, info = env.reset(seed=rng.randrange(2**31), split="train")
         with_skill = rng.random() < skill_share
         skill = retrieve_skills(skills, module.skill_category(info["task_description"]))[0] if with_skill else ""
-        act = explorer(env.privileged()["goal"], rng)
-        history = []
+        context = rng.choice(["prefix", "in_prompt"]) if with_skill else ""
+        goal = env.privileged()["goal"]
+        act = explorer(goal, rng, follow_habits=with_skill)
+        history, holding, previous = [], False, None
         for _ in range(max_turns):
-            message = env.render_prompt(observation, history, info, history_length)
-            action = label = act(observation, info)
-            admissible = info.get("admissible_actions") or []
-            if not with_skill and admissible and noise_rng.random() < noise:
-                label = noise_rng.choice(admissible)
-            turns.append({"message": message, "skill": skill, "action": label})
+            if previous is not None and slip_rng.random() < slips:
+                action = previous
+            else:
+                message = env.render_prompt(observation, history, info, history_length)
+                action = previous = act(observation, info)
+                turns.append({"message": message, "skill": skill, "context": context,
+                              "think": thought(goal, holding), "action": action})
+                holding = action.startswith("take ") or (holding and not action.startswith("move "))
             history.append((observation, action))
             observation, _, done, info = env.step(action)
             if done:
@@ -80,13 +95,34 @@ def demonstrations(env_name: str, episodes: int, noise: float, skill_share: floa
     return turns
 
 
+def thought(goal: dict, holding: bool) -> str:
+    """The demonstrations' reasoning: what the agent is after now ("find apple", "find desklamp",
+    "put in countertop"), the same for both experts. Why: a model this small then reads its sub-goal
+    from the few tokens it just wrote, instead of working it out from the whole prompt at every step
+    (it otherwise kept taking an object it already held)."""
+    if not holding:
+        return f"find {goal['obj_type'].lower()}"
+    if goal["toggle_type"]:
+        return f"find {goal['toggle_type'].lower()}"
+    return f"put in {goal['recep_type'].lower()}"
+
+
+def is_search(turn: dict) -> bool:
+    """A move to a place while looking for something: where following the habit changes the action."""
+    return turn["action"].startswith("go to ") and turn["think"].startswith("find ")
+
+
+def response_text(turn: dict) -> str:
+    return f"<think>{turn['think']}</think><action>{turn['action']}</action>"
+
+
 def render_example(tokenizer, turn: dict) -> tuple[list[int], list[int]]:
     """(prompt ids, response ids) of one demonstration turn, in the rollout's / teacher's format."""
     from opsd import render_chat, teacher_prompt_text
 
-    prompt = (teacher_prompt_text(tokenizer, turn["message"], turn["skill"]) if turn["skill"]
+    prompt = (teacher_prompt_text(tokenizer, turn["message"], turn["skill"], turn["context"]) if turn["skill"]
               else render_chat(tokenizer, turn["message"]))
-    response = f"<think>ok</think><action>{turn['action']}</action>"
+    response = response_text(turn)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     return prompt_ids, response_ids
@@ -100,6 +136,10 @@ def sft_loss(model, input_ids, attention_mask, response_mask, prompt_weight: flo
     from opsd import token_logprobs
 
     T = response_mask.shape[1]
+    if prompt_weight == 0:                      # the output head over the response only: much cheaper
+        logp, _ = token_logprobs(model, input_ids, attention_mask, T, chunk_size=None)    # (B, T)
+        response_loss = -(logp * response_mask).sum() / response_mask.sum()
+        return response_loss, response_loss
     logp, _ = token_logprobs(model, input_ids, attention_mask, input_ids.shape[1] - 1, chunk_size=None)  # (B, P+T-1)
     prompt_mask = (attention_mask[:, 1:-T] * attention_mask[:, :-T - 1]).to(logp.dtype)  # (B, P-1) real token after a real one
     response_loss = -(logp[:, -T:] * response_mask).sum() / response_mask.sum()
@@ -108,15 +148,17 @@ def sft_loss(model, input_ids, attention_mask, response_mask, prompt_weight: flo
 
 
 def supervised_finetune(model, examples, steps: int, batch_size: int, lr: float, seed: int,
-                        prompt_weight: float = 0.0, log_every: int = 50):
-    """Next-token loss on the responses (plus `prompt_weight` x the loss on the prompts); returns
-    the list of (step, response loss).
+                        prompt_weight: float = 0.0, prompt_steps: int | None = None, log_every: int = 50,
+                        print_every: int = 0):
+    """Next-token loss on the responses, plus `prompt_weight` x the loss on the prompts during the
+    first `prompt_steps` steps (None: all of them); returns the list of (step, response loss).
 
     Why the prompt term: acting means copying an admissible action from the prompt, and a tiny model
     learns to copy (an induction head) only after many steps when it sees the ~15 response tokens
     alone; the prompts repeat names all over (task, observations, action list), so predicting them
-    too makes the copying circuit appear several times sooner. Each step trains on one bucket of
-    examples of similar length (drawn at random), so little compute goes into padding."""
+    too makes the copying circuit appear several times sooner. Once it has, the responses alone
+    teach the rest (which place to search first) faster, and at half the cost. Each step trains on
+    one bucket of examples of similar length (drawn at random), so little compute goes into padding."""
     from opsd import pack_batch
 
     generator = random.Random(seed)
@@ -129,7 +171,8 @@ def supervised_finetune(model, examples, steps: int, batch_size: int, lr: float,
     for step in range(steps):
         batch = generator.choice(buckets)
         ids, attn, mask = pack_batch([p for p, _ in batch], [r for _, r in batch], pad_id=0)
-        loss, response_loss = sft_loss(model, ids, attn, mask, prompt_weight)
+        weight = prompt_weight if prompt_steps is None or step < prompt_steps else 0.0
+        loss, response_loss = sft_loss(model, ids, attn, mask, weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -137,53 +180,123 @@ def supervised_finetune(model, examples, steps: int, batch_size: int, lr: float,
         schedule.step()
         if step % log_every == 0 or step == steps - 1:
             history.append((step, response_loss.item()))
+        if print_every and step % print_every == 0:
+            print(f"  step {step}/{steps}: response loss {response_loss.item():.3f}", flush=True)
     return history
 
 
-def build_embedded_model(env_name: str, out_dir: str, seed: int = 0, **overrides) -> dict:
-    """Collect demonstrations, train the tokenizer and the model, save both; returns a summary."""
+def build_embedded_model(env_name: str, out_dir: str, seed: int = 0, half: bool = True, print_every: int = 0,
+                         **overrides) -> dict:
+    """Collect demonstrations, train the tokenizer and the model, save both (float16 weights when
+    `half`); returns a summary, also written to warmstart.json."""
+    from opsd import PRIVILEGED_HEADER
     from tinymodel import build_tokenizer, tiny_model
 
     recipe = {**RECIPES[env_name], **overrides}
     start = time.perf_counter()
     torch.manual_seed(seed)
-    turns = demonstrations(env_name, recipe["episodes"], recipe["noise"], recipe["skill_share"], seed,
+    turns = demonstrations(env_name, recipe["episodes"], recipe["slips"], recipe["skill_share"], seed,
                            recipe["env_kwargs"], recipe["history_length"], recipe["max_turns"])
-    corpus = [t["message"] for t in turns] + [t["skill"] for t in turns if t["skill"]]
-    corpus += [f"<think>ok</think><action>{t['action']}</action>" for t in turns]
+    corpus = [t["message"] for t in turns] + [PRIVILEGED_HEADER + t["skill"] for t in turns if t["skill"]]
+    corpus += [response_text(t) for t in turns]
     tokenizer = build_tokenizer(corpus, vocab_size=recipe["vocab_size"],
                                 extra_tokens=("<think>", "</think>", "<action>", "</action>"))
-    examples = [render_example(tokenizer, t) for t in turns]
+    examples = [render_example(tokenizer, t) for t in turns
+                for _ in range(recipe["search_repeats"] if is_search(t) else 1)]
     model = tiny_model(tokenizer, shape=recipe["shape"], seed=seed)
     losses = supervised_finetune(model, examples, recipe["steps"], recipe["batch_size"], recipe["lr"], seed,
-                                 recipe["prompt_weight"])
+                                 recipe["prompt_weight"], recipe["prompt_steps"], print_every=print_every)
     model.eval()
-    summary = {"version": VERSION, "env": env_name, "recipe": recipe, "turns": len(turns),
+    summary = {"version": VERSION, "env": env_name, "recipe": recipe, "seed": seed, "turns": len(turns),
+               "skill_turns": sum(bool(t["skill"]) for t in turns),
                "parameters": sum(p.numel() for p in model.parameters()), "losses": losses,
                "mean_prompt_tokens": sum(len(p) for p, _ in examples) / len(examples),
-               "build_seconds": time.perf_counter() - start}
-    model.save_pretrained(out_dir, safe_serialization=True)
+               "dtype": "float16" if half else "float32", "threads": torch.get_num_threads(),
+               "torch": torch.__version__, "build_seconds": time.perf_counter() - start}
+    os.makedirs(out_dir, exist_ok=True)
+    (model.half() if half else model).save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     with open(os.path.join(out_dir, "warmstart.json"), "w") as handle:
         json.dump(summary, handle, indent=1)
     return summary
 
 
+def sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def final_loss(losses: list[tuple[int, float]]) -> float:
+    """Mean response loss over the last tenth of the steps (one batch alone is noisy)."""
+    last = losses[-1][0]
+    tail = [loss for step, loss in losses if step >= 0.9 * last]
+    return sum(tail) / len(tail)
+
+
+def write_manifest(folder: str, command: str, summary: dict) -> dict:
+    """MANIFEST.json: the sha256 of every file the build wrote, the command that rebuilds them and the
+    build's key numbers (a README.md next to them is documentation, not checked)."""
+    names = sorted(n for n in os.listdir(folder) if n not in (MANIFEST, "README.md"))
+    manifest = {"version": summary["version"], "command": command,
+                "files": {n: sha256(os.path.join(folder, n)) for n in names},
+                "bytes": sum(os.path.getsize(os.path.join(folder, n)) for n in names),
+                "parameters": summary["parameters"], "dtype": summary["dtype"],
+                "build_seconds": round(summary["build_seconds"], 1), "threads": summary["threads"],
+                "final_response_loss": round(final_loss(summary["losses"]), 4), "torch": summary["torch"]}
+    with open(os.path.join(folder, MANIFEST), "w") as handle:
+        json.dump(manifest, handle, indent=1)
+        handle.write("\n")
+    return manifest
+
+
+def manifest_problems(folder: str) -> list[str]:
+    """What is wrong with a shipped model folder: missing manifest, missing or changed files."""
+    path = os.path.join(folder, MANIFEST)
+    if not os.path.isfile(path):
+        return [f"{path} is missing"]
+    with open(path) as handle:
+        files = json.load(handle)["files"]
+    problems = []
+    for name, digest in files.items():
+        file = os.path.join(folder, name)
+        if not os.path.isfile(file):
+            problems.append(f"{name} is missing")
+        elif sha256(file) != digest:
+            problems.append(f"{name} does not match its sha256")
+    return problems
+
+
 def embedded_model_path(env_name: str = "alfworld") -> str:
-    """The cached embedded model folder for an env, built on first use (about a minute on a laptop CPU)."""
-    if env_name not in RECIPES:
-        raise ValueError(f"model=embedded exists for {', '.join(RECIPES)} only; give --model for {env_name}")
-    final = os.path.join(cache_root(), f"embedded-{env_name}-v{VERSION}")
-    if os.path.isfile(os.path.join(final, "warmstart.json")):
-        return final
-    os.makedirs(cache_root(), exist_ok=True)
-    print(f"building the embedded {env_name} agent once (cached in {final}) ...", flush=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=cache_root())
-    summary = build_embedded_model(env_name, tmp)
-    if os.path.isdir(final):                    # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
-    print(f"embedded agent ready: {summary['parameters']:,} parameters, final SFT loss "
-          f"{summary['losses'][-1][1]:.3f}, {summary['build_seconds']:.0f} s", flush=True)
-    return final
+    """The shipped embedded model folder for an env, checked against its manifest (nothing is built)."""
+    if env_name not in ASSETS:
+        raise ConfigError(f"model: model=embedded exists for {', '.join(ASSETS)} only; give --model for {env_name}")
+    folder = os.path.join(ROOT, ASSETS[env_name])
+    problems = manifest_problems(folder)
+    if problems:
+        raise ConfigError(f"model: the shipped embedded model in {folder} is damaged ({'; '.join(problems)}); "
+                          f"restore it with git checkout, or rebuild it: python warmstart.py --out {ASSETS[env_name]}")
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Build the embedded agent and its manifest (see the module docstring).")
+    parser.add_argument("--env", default="alfworld", choices=sorted(RECIPES))
+    parser.add_argument("--out", default=ASSETS["alfworld"], help="folder for the save_pretrained files")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=None, help="SFT steps (default: the recipe's)")
+    args = parser.parse_args(argv)
+    overrides = {} if args.steps is None else {"steps": args.steps}
+    command = "python " + " ".join(["warmstart.py", *(sys.argv[1:] if argv is None else argv)])
+    print(f"building the embedded {args.env} agent into {args.out} ({torch.get_num_threads()} threads) ...", flush=True)
+    summary = build_embedded_model(args.env, args.out, seed=args.seed, print_every=250, **overrides)
+    manifest = write_manifest(args.out, command, summary)
+    print(f"{summary['parameters']:,} parameters, {manifest['bytes'] / 1e6:.2f} MB, SFT response loss over the "
+          f"last tenth {manifest['final_response_loss']:.3f}, {manifest['build_seconds']:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

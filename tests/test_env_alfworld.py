@@ -3,12 +3,13 @@ limits, determinism, prompts, parsing and the skill keyword rules."""
 
 import os
 import random
+import re
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from envs import make_env
-from envs.alfworld import SKILL_CATEGORIES, TASK_TYPE_CATEGORY, catalog, skill_category
+from envs.alfworld import SKILL_CATEGORIES, TASK_TYPE_CATEGORY, catalog, generator, skill_category
 from envs.alfworld.engine import BuiltinAlfWorld
 from envs.alfworld.generator import SPLIT_SIZES, TASK_TYPES, generate_game
 from envs.base import INFO_KEYS
@@ -239,6 +240,49 @@ def test_skill_category_of_every_task_sentence():
         env.reset(seed)
         privileged = env.privileged()
         assert privileged["skill_category"] == TASK_TYPE_CATEGORY[privileged["task_type"]]
+
+
+def usual_share(prior_strength, tasks=300):
+    """Share of task objects that start at their usual place, over those whose room has that place
+    and somewhere else to put them."""
+    hits = total = 0
+    for index in range(tasks):
+        game = generate_game("train", index, "small", prior_strength=prior_strength)
+        for target in game.targets:
+            item = game.items[target]
+            spots = {r.rtype for r in game.receptacles
+                     if catalog.can_contain(r.rtype, item.otype) and r.rtype != game.goal["recep_type"]}
+            usual = catalog.usual_place(item.otype, spots)
+            if usual is not None and len(spots) > 1:
+                total += 1
+                hits += game.receptacles[item.start].rtype == usual
+    return hits / total
+
+
+def test_prior_strength_is_how_often_objects_start_at_their_usual_place():
+    assert usual_share(1.0) == 1.0 and usual_share(0.0) == 0.0
+    assert 0.72 < usual_share(0.8) < 0.88                  # 300 tasks: about 3 standard errors
+    assert usual_share(None) < 0.7                         # uniform placement ignores the habits
+    for floorplan in catalog.FLOORPLANS["bedroom"]:         # lamps too
+        layout, (lamp, holder) = generator.room_layout(floorplan, "bedroom", 4, 6, 1.0)
+        usual = catalog.usual_place(lamp, [t for t, _ in layout if t in catalog.LAMP_HOLDERS])
+        assert holder == usual or usual is None
+    for bad in (1.5, -0.1, "0.5", True):
+        with pytest.raises(ValueError, match="prior_strength"):
+            BuiltinAlfWorld(prior_strength=bad)
+
+
+def test_usual_place_is_the_first_main_surface_that_fits_and_the_skills_state_the_order():
+    kitchen = {"CounterTop", "Fridge", "Microwave", "SinkBasin", "DiningTable"}
+    assert catalog.usual_place("Apple", kitchen) == "CounterTop"
+    assert catalog.usual_place("Apple", kitchen, avoid="CounterTop") == "DiningTable"   # the destination
+    assert catalog.usual_place("Pillow", {"Bed", "Desk", "Drawer"}) == "Bed"               # no pillow on a desk
+    assert catalog.usual_place("DeskLamp", {"Bed", "SideTable", "Dresser"}) == "SideTable"
+    assert catalog.usual_place("Apple", {"Fridge", "Microwave"}) is None
+    with open(os.path.join(SKILLS_DIR, "general.md")) as f:
+        words = " ".join(f.read().split("## Where things usually are")[1].split())
+    positions = [re.search(rf"\b{place.lower()}\b", words).start() for place in catalog.USUAL_PLACES]
+    assert positions == sorted(positions), "general.md names the usual places in catalog.USUAL_PLACES order"
 
 
 def test_skill_files_exist_for_every_category():

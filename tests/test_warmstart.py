@@ -1,12 +1,15 @@
 """The embedded default model: tokenizer round-trips env text, SFT lowers the loss, the saved folder
-loads like a hub model, and the cache is built once."""
+loads like a hub model, the demonstrations differ only where they should, the build is deterministic,
+and the shipped model matches its manifest and loads in float32."""
 
 import json
 import os
+import shutil
 
 import pytest
 
 import warmstart
+from config import ConfigError
 
 SMALL = dict(episodes=24, steps=100, shape="tiny", vocab_size=600, batch_size=8)
 
@@ -53,28 +56,107 @@ def test_saved_folder_loads_with_from_pretrained(built):
     assert json.load(open(os.path.join(built[0], "warmstart.json")))["version"] == warmstart.VERSION
 
 
-def test_demonstrations_are_admissible_and_noisy_only_without_skills():
-    def labels(noise):
-        return warmstart.demonstrations("alfworld", 40, noise=noise, skill_share=0.5, seed=1,
-                                        env_kwargs={"room_size": "small"}, history_length=2, max_turns=15)
-    clean, noisy = labels(0.0), labels(1.0)
-    for turns in (clean, noisy):
+def first_moves(turns):
+    """(with skills?, went first to the usual place?) for each episode's first turn whose room has one."""
+    from envs.alfworld.catalog import OBJECTS
+    from envs.alfworld.explorer import kind, usual_kind
+
+    types = {name.lower(): name for name in OBJECTS}
+    moves = []
+    for turn in turns:
+        if "Now at step 1 of" not in turn["message"]:
+            continue
+        task = turn["message"].split("Your task is to: ")[1].split(".")[0]      # "put a mug in desk"
+        obj, dest = task.split(" ")[2], task.split(" ")[-1]
+        places = [a[len("go to "):] for a in turn["message"].split("Admissible actions: ")[1].split(", ")
+                  if a.startswith("go to ")]
+        usual = usual_kind(types[obj], {kind(p) for p in places}, dest)
+        if usual is not None:
+            moves.append((bool(turn["skill"]), kind(turn["action"][len("go to "):]) == usual))
+    return moves
+
+
+def test_demonstrations_follow_the_habit_only_with_skills_and_recover_from_slips():
+    def demos(slips):
+        return warmstart.demonstrations("alfworld", 80, slips=slips, skill_share=0.5, seed=1,
+                                        env_kwargs={"room_size": "small", "prior_strength": 0.9,
+                                                    "task_types": ["pick_and_place_simple"]},
+                                        history_length=2, max_turns=15)
+    clean, slipping = demos(0.0), demos(0.3)
+    for turns in (clean, slipping):
         assert all(t["action"] in t["message"].split("Admissible actions: ")[1] for t in turns)
         assert 0 < sum(bool(t["skill"]) for t in turns) < len(turns)
-    # same seed, same episodes: turns with skills keep the expert's labels, the others are resampled
-    assert [t["action"] for t in clean if t["skill"]] == [t["action"] for t in noisy if t["skill"]]
-    assert [t["action"] for t in clean if not t["skill"]] != [t["action"] for t in noisy if not t["skill"]]
+        assert {t["context"] for t in turns if t["skill"]} == {"prefix", "in_prompt"}
+        assert {t["context"] for t in turns if not t["skill"]} == {""}
+        assert {t["think"].split(" ")[0] for t in turns} == {"find", "put"}
+    # a slip is seen in the next prompt, never demonstrated: every label is the expert's, with and without skills
+    after_slip = [t for t in slipping if "Observation: Nothing happens." in t["message"]]
+    assert {bool(t["skill"]) for t in after_slip} == {True, False}
+    assert not any("Observation: Nothing happens." in t["message"] for t in clean)
+    # the first move: to the usual place with skills (the habit), anywhere without
+    moves = first_moves(clean)
+    with_skills = [usual for skill, usual in moves if skill]
+    without = [usual for skill, usual in moves if not skill]
+    assert sum(with_skills) == len(with_skills) > 10 and sum(without) < 0.5 * len(without), (with_skills, without)
 
 
-def test_embedded_path_builds_once_into_the_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SDAR_CACHE", str(tmp_path))
-    monkeypatch.setitem(warmstart.RECIPES, "alfworld", {**warmstart.RECIPES["alfworld"], **SMALL, "steps": 2})
-    first = warmstart.embedded_model_path("alfworld")
-    stamp = os.path.getmtime(os.path.join(first, "warmstart.json"))
-    assert warmstart.embedded_model_path("alfworld") == first
-    assert os.path.getmtime(os.path.join(first, "warmstart.json")) == stamp
-    assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
-    with pytest.raises(ValueError, match="embedded"):
+def test_build_is_deterministic_and_its_manifest_catches_a_changed_file(tmp_path):
+    first, second = str(tmp_path / "a"), str(tmp_path / "b")
+    for out in (first, second):
+        summary = warmstart.build_embedded_model("alfworld", out, **{**SMALL, "episodes": 8, "steps": 5})
+        warmstart.write_manifest(out, "python warmstart.py --out x", summary)
+    manifests = [json.load(open(os.path.join(out, warmstart.MANIFEST))) for out in (first, second)]
+    timed = "warmstart.json"                                         # holds the build time
+    assert {k: v for k, v in manifests[0]["files"].items() if k != timed} == \
+        {k: v for k, v in manifests[1]["files"].items() if k != timed}      # same bytes, file by file
+    assert {"model.safetensors", "tokenizer.json", "config.json"} <= set(manifests[0]["files"])
+    assert warmstart.manifest_problems(first) == []
+    with open(os.path.join(first, "config.json"), "a") as handle:
+        handle.write(" ")
+    os.remove(os.path.join(first, "tokenizer.json"))
+    assert warmstart.manifest_problems(first) == ["config.json does not match its sha256", "tokenizer.json is missing"]
+
+
+def test_shipped_model_matches_its_manifest_and_loads_in_float32():
+    """What `python train.py` uses: the files in the repository, not a build."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    folder = warmstart.embedded_model_path("alfworld")
+    assert folder == os.path.join(warmstart.ROOT, "assets", "embedded-alfworld")
+    manifest = json.load(open(os.path.join(folder, warmstart.MANIFEST)))
+    assert warmstart.manifest_problems(folder) == []
+    assert manifest["command"].startswith("python warmstart.py --out assets/embedded-alfworld")
+    size = sum(os.path.getsize(os.path.join(folder, name)) for name in os.listdir(folder))
+    assert size <= 5_000_000 and manifest["bytes"] <= size
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)      # as train.py loads it
+    stored = load_file(os.path.join(folder, "model.safetensors"))
+    assert {t.dtype for t in stored.values()} == {torch.float16}
+    for name, parameter in model.named_parameters():
+        assert parameter.dtype == torch.float32
+        if name in stored:                      # fp16 -> fp32 is exact
+            assert torch.equal(parameter.detach(), stored[name].float()), name
+    assert sum(p.numel() for p in model.parameters()) == manifest["parameters"]
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Your task is to: put a mug in desk."}],
+                                           tokenize=False, add_generation_prompt=True)
+    with torch.no_grad():
+        logits = model(torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]])).logits
+    assert torch.isfinite(logits).all()
+
+
+def test_a_damaged_shipped_model_is_one_clear_error(tmp_path, monkeypatch):
+    shutil.copytree(os.path.join(warmstart.ROOT, "assets"), tmp_path / "assets")
+    monkeypatch.setattr(warmstart, "ROOT", str(tmp_path))
+    assert warmstart.embedded_model_path("alfworld") == str(tmp_path / "assets" / "embedded-alfworld")
+    with open(tmp_path / "assets" / "embedded-alfworld" / "model.safetensors", "r+b") as handle:
+        handle.seek(-1, 2)
+        last = handle.read(1)
+        handle.seek(-1, 2)
+        handle.write(bytes([last[0] ^ 1]))
+    with pytest.raises(ConfigError, match="model.safetensors does not match.*python warmstart.py --out"):
+        warmstart.embedded_model_path("alfworld")
+    with pytest.raises(ConfigError, match="embedded exists for alfworld only"):
         warmstart.embedded_model_path("search")
 
 

@@ -81,6 +81,15 @@ OBJECTS = {
 LAMPS = ("DeskLamp", "FloorLamp")
 LAMP_HOLDERS = ("Desk", "SideTable", "Dresser")
 
+# Where things are usually left in these households: on the main surface of the room. An object's
+# usual place is the first of these receptacle types that the room has, that can hold it and that
+# is not the task's destination (a lamp's: the first lamp holder); a countertop in kitchens and
+# bathrooms, a desk in bedrooms, a sidetable in living rooms. The generator puts each object there
+# with probability `prior_strength`; skills/alfworld/general.md states the same habit in words, so a
+# teacher that reads it searches the right place first, and is wrong where the room is not usual.
+USUAL_PLACES = ("CounterTop", "Desk", "SideTable", "CoffeeTable", "DiningTable", "Dresser", "Shelf", "Sofa",
+                "Bed", "TowelHolder")
+
 OPENABLE = frozenset({"Cabinet", "Drawer", "Fridge", "Microwave", "Safe"})
 
 # Per room kind: receptacles every room has (type, count range) and optional ones
@@ -154,3 +163,11 @@ def can_contain(recep_type: str, obj_type: str) -> bool:
 def objects_of_room(room: str) -> list[str]:
     """Object types that can show up in a room kind (sorted, so generation is reproducible)."""
     return sorted(name for name, (_, rooms, _) in OBJECTS.items() if room in rooms.split())
+
+
+def usual_place(obj_type: str, recep_types, avoid: str | None = None) -> str | None:
+    """The receptacle type where `obj_type` is usually left in a room with `recep_types` (not `avoid`,
+    the task's destination): the first of USUAL_PLACES the room has that can hold it; None if none."""
+    present = set(recep_types) - {avoid}
+    fits = (lambda t: t in LAMP_HOLDERS) if obj_type in LAMPS else (lambda t: can_contain(t, obj_type))
+    return next((t for t in USUAL_PLACES if t in present and fits(t)), None)

@@ -21,7 +21,7 @@ import random
 
 from envs.alfworld import prompts, skill_category
 from envs.alfworld.catalog import can_contain
-from envs.alfworld.generator import ROOM_SIZES, SPLIT_SIZES, Game, generate_game
+from envs.alfworld.generator import PRIOR_STRENGTH, ROOM_SIZES, SPLIT_SIZES, Game, check_prior_strength, generate_game
 from envs.base import check_switches
 
 WELCOME = "-= Welcome to TextWorld, ALFRED! =-"
@@ -48,21 +48,26 @@ class BuiltinAlfWorld:
     kwargs: `max_steps` (50), `room_size` ("full" about 20 admissible commands per step, or
     "small"), `num_receptacles` / `num_distractors` (int or inclusive (lo, hi), override the preset),
     `split_sizes` (dict split -> number of distinct tasks; default the real benchmark's 3553/140/134),
-    `task_types` (a subset of the six, e.g. for a curriculum or the CPU-sized embedded default), and
-    the prompt switches every env takes: `prompt_template` (a template file, see `envs.templates`;
-    None = `envs/alfworld/prompt.txt`), `clip_observations` (True: long texts are cut, 2,000
-    characters per observation; False: nothing is cut, as released), `action_parse` ("project" or
-    "released", see `envs.alfworld.prompts.parse_action`).
+    `task_types` (a subset of the six, e.g. for a curriculum or the CPU-sized embedded default),
+    `prior_strength` (the probability that an object starts where things are usually left, the
+    habit the skills state; 0.8 by default, null = uniform placement): how reliable the skills are,
+    and the prompt switches every env takes: `prompt_template` (a template file, see
+    `envs.templates`; None = `envs/alfworld/prompt.txt`), `clip_observations` (True: long texts are
+    cut, 2,000 characters per observation; False: nothing is cut, as released), `action_parse`
+    ("project" or "released", see `envs.alfworld.prompts.parse_action`).
     """
 
     name = "alfworld"
 
     def __init__(self, max_steps: int = 50, room_size: str = "full", num_receptacles=None,
                  num_distractors=None, split_sizes: dict | None = None, task_types=None,
-                 prompt_template: str | None = None, clip_observations: bool = True, action_parse: str = "project"):
+                 prior_strength: float | None = PRIOR_STRENGTH, prompt_template: str | None = None,
+                 clip_observations: bool = True, action_parse: str = "project"):
         check_switches(action_parse, clip_observations)
         if room_size not in ROOM_SIZES:
             raise ValueError(f"room_size={room_size!r} is unknown; choose one of {', '.join(ROOM_SIZES)}")
+        check_prior_strength(prior_strength)
+        self.prior_strength = prior_strength
         self.max_steps = int(max_steps)
         self.room_size = room_size
         self.num_receptacles = num_receptacles
@@ -85,7 +90,7 @@ class BuiltinAlfWorld:
         if task_index is None:
             task_index = random.Random(seed).randrange(size)
         self.game = generate_game(split, int(task_index) % size, self.room_size,
-                                  self.num_receptacles, self.num_distractors, self.task_types)
+                                  self.num_receptacles, self.num_distractors, self.task_types, self.prior_strength)
         g = self.game
         self._at = None                                   # receptacle index, None = middle of the room
         self._where = [item.start for item in g.items]    # receptacle index, None = in the hands

@@ -6,12 +6,19 @@ prompt cannot know; imitating it teaches guessing. This expert instead knows onl
 it searches unvisited receptacles in random order, opens closed ones, takes the object when it shows
 up, transforms it at the appliance if the task asks, and places it (or switches on the lamp).
 Demonstrations from it are learnable from the prompt, which is what the embedded warm start needs.
+
+With `follow_habits=True` it also knows where things are usually left (`catalog.usual_place`, the
+habit the skill files state) and searches the usual place first: that is the expert a teacher who
+reads the skills can imitate; without it the search order is random, the expert of a student who
+was never told the habit.
 """
 
 from __future__ import annotations
 
 import random
 import re
+
+from envs.alfworld.catalog import ROOM_RECEPTACLES, usual_place
 
 APPLIANCE = {"heat": "microwave", "cool": "fridge", "clean": "sinkbasin"}
 
@@ -21,9 +28,23 @@ def kind(name: str) -> str:
     return name.rsplit(" ", 1)[0]
 
 
-def explorer(goal: dict, rng: random.Random):
+RECEPTACLE_TYPES = {t.lower(): t for spec in ROOM_RECEPTACLES.values()
+                    for t, *_ in spec["required"] + spec["optional"]}   # 'countertop' -> 'CounterTop'
+
+
+def usual_kind(target_type: str, room_kinds: set[str], avoid: str = "") -> str | None:
+    """The receptacle kind ('countertop') where an object or lamp of `target_type` ('Apple',
+    'DeskLamp') is usually left, among the kinds the room has (not `avoid`, the task's destination);
+    None when the room has none that fits."""
+    usual = usual_place(target_type, {RECEPTACLE_TYPES[k] for k in room_kinds if k in RECEPTACLE_TYPES},
+                        RECEPTACLE_TYPES.get(avoid))
+    return usual.lower() if usual else None
+
+
+def explorer(goal: dict, rng: random.Random, follow_habits: bool = False):
     """A policy `act(observation, info) -> action` for one episode of the task described by `goal`
-    (the generator's goal dict: obj_type, recep_type, toggle_type, change, count)."""
+    (the generator's goal dict: obj_type, recep_type, toggle_type, change, count); with
+    `follow_habits` unvisited places of the usual kind come first in its search."""
     obj, dest = goal["obj_type"].lower(), (goal["recep_type"] or "").lower()
     lamp, change = (goal["toggle_type"] or "").lower(), goal["change"]
     wanted = re.compile(rf"\b((?:{re.escape(obj)}|{re.escape(lamp or obj)}) \d+)")
@@ -52,6 +73,11 @@ def explorer(goal: dict, rng: random.Random):
         if known:
             return go(known[0])
         fresh = [p for p in places if p not in visited and (target_kind == lamp or kind(p) != dest)]
+        if follow_habits:
+            room = {kind(p) for p in places} | ({kind(memory["at"])} if memory["at"] else set())
+            target_type = goal["toggle_type"] if target_kind == lamp else goal["obj_type"]
+            usual = usual_kind(target_type, room, "" if target_kind == lamp else dest)
+            fresh = [p for p in fresh if kind(p) == usual] or fresh
         return go(rng.choice(fresh or places))
 
     def act(observation: str, info: dict) -> str:

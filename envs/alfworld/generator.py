@@ -18,6 +18,17 @@ from envs.alfworld import catalog
 SPLIT_SIZES = {"train": 3553, "valid_seen": 140, "valid_unseen": 134}  # the real benchmark's counts
 TASK_TYPES = tuple(catalog.TASK_TEMPLATES)
 
+# How often an object (and a lamp) starts at its usual place (`catalog.usual_place`, the habit the
+# skill files state): 0.8, usually right. None places everything uniformly at random.
+PRIOR_STRENGTH = 0.8
+
+
+def check_prior_strength(value) -> None:
+    """A clear error for a prior strength that is not None or a number in [0, 1]."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1):
+        raise ValueError(f"prior_strength={value!r} must be a number in [0, 1] (or null for uniform placement)")
+
+
 # Presets of room size: receptacles per room and distractor objects per task (inclusive ranges).
 # "full" gives about 20 admissible commands per step like ALFWorld; "small" is for tiny CPU models.
 ROOM_SIZES = {
@@ -92,9 +103,11 @@ def _receptacle_uid(rtype: str, number: int, rng: random.Random) -> str:
 
 
 @lru_cache(maxsize=512)
-def room_layout(floorplan: int, room: str, lo: int, hi: int) -> tuple[tuple[tuple[str, int], ...], tuple[str, str]]:
+def room_layout(floorplan: int, room: str, lo: int, hi: int,
+                prior_strength: float | None = None) -> tuple[tuple[tuple[str, int], ...], tuple[str, str]]:
     """The furniture of one floor plan: ((type, count), ...) and, for rooms with a lamp,
-    (lamp type, holder type); the same every time for the same floor plan and size range."""
+    (lamp type, holder type); the same every time for the same floor plan, size range and prior
+    strength (the lamp stands at its usual holder with that probability, see `follow_prior`)."""
     rng = random.Random(f"alfworld-layout/{floorplan}/{lo}/{hi}")
     spec = catalog.ROOM_RECEPTACLES[room]
     counts = {rtype: rng.randint(cmin, cmax) for rtype, cmin, cmax in spec["required"]}
@@ -108,9 +121,25 @@ def room_layout(floorplan: int, room: str, lo: int, hi: int) -> tuple[tuple[tupl
         counts[rtype] = counts.get(rtype, 0) + 1
     lamp = ("", "")
     if room in ("livingroom", "bedroom"):
+        lamp_type = rng.choice(catalog.LAMPS)
         holders = [t for t in catalog.LAMP_HOLDERS if t in counts]
-        lamp = (rng.choice(catalog.LAMPS), rng.choice(holders))
+        lamp = (lamp_type, follow_prior(rng, lamp_type, holders, lambda t: t, prior_strength))
     return tuple(sorted(counts.items())), lamp
+
+
+def follow_prior(rng: random.Random, otype: str, candidates: list, rtype_of, prior_strength: float | None):
+    """Pick where an object of `otype` starts among `candidates` (receptacle indices or types).
+
+    With `prior_strength` p: at its usual place (`catalog.usual_place` among the candidates' types)
+    with probability p, elsewhere with probability 1 - p; when only one of the two exists, there.
+    None: uniformly at random, ignoring the habits (the generator before priors existed)."""
+    if prior_strength is None:
+        return rng.choice(candidates)
+    usual = catalog.usual_place(otype, {rtype_of(c) for c in candidates})
+    at_usual = [c for c in candidates if rtype_of(c) == usual]
+    elsewhere = [c for c in candidates if rtype_of(c) != usual]
+    follow = rng.random() < prior_strength
+    return rng.choice(at_usual if (follow and at_usual) or not elsewhere else elsewhere)
 
 
 def _floorplans(split: str, room: str) -> list[int]:
@@ -139,7 +168,7 @@ def _pick_target(rng, task_type, room, recep_types):
 
 
 def generate_game(split: str, index: int, room_size: str = "full", num_receptacles=None,
-                  num_distractors=None, task_types=None) -> Game:
+                  num_distractors=None, task_types=None, prior_strength: float | None = PRIOR_STRENGTH) -> Game:
     """Build task `index` of `split` (deterministic). Validation splits cycle through the six task
     types by index, so any run of consecutive indices (a fixed eval panel) is balanced; train draws
     the type at random. kwargs as in `BuiltinAlfWorld`."""
@@ -147,6 +176,7 @@ def generate_game(split: str, index: int, room_size: str = "full", num_receptacl
         raise ValueError(f"split={split!r} is unknown; choose one of {', '.join(SPLIT_SIZES)}")
     if room_size not in ROOM_SIZES:
         raise ValueError(f"room_size={room_size!r} is unknown; choose one of {', '.join(ROOM_SIZES)}")
+    check_prior_strength(prior_strength)
     preset = ROOM_SIZES[room_size]
     r_lo, r_hi = _count_range(num_receptacles, preset["receptacles"])
     d_lo, d_hi = _count_range(num_distractors, preset["distractors"])
@@ -159,7 +189,7 @@ def generate_game(split: str, index: int, room_size: str = "full", num_receptacl
     while True:  # redraw the room until the task type fits (rare with tiny rooms)
         room = rng.choice(catalog.TASK_ROOMS[task_type])
         floorplan = rng.choice(_floorplans(split, room))
-        layout, (lamp_type, lamp_holder) = room_layout(floorplan, room, r_lo, r_hi)
+        layout, (lamp_type, lamp_holder) = room_layout(floorplan, room, r_lo, r_hi, prior_strength)
         target = _pick_target(rng, task_type, room, [t for t, _ in layout])
         if target is not None:
             break
@@ -175,6 +205,9 @@ def generate_game(split: str, index: int, room_size: str = "full", num_receptacl
     def spots(otype, avoid=None):
         return [i for i, r in enumerate(receptacles) if catalog.can_contain(r.rtype, otype) and r.rtype != avoid]
 
+    def place(otype, avoid=None):
+        return follow_prior(rng, otype, spots(otype, avoid), lambda i: receptacles[i].rtype, prior_strength)
+
     placements = []  # (type, receptacle index, lamp?)
     if lamp_type:
         holder = rng.choice([i for i, r in enumerate(receptacles) if r.rtype == lamp_holder])
@@ -182,11 +215,11 @@ def generate_game(split: str, index: int, room_size: str = "full", num_receptacl
     n_targets = rng.randint(2, 3) if task_type == "pick_two_obj_and_place" else rng.randint(1, 2)
     first_target = len(placements)
     for _ in range(n_targets):
-        placements.append((obj_type, rng.choice(spots(obj_type, avoid=dst_type)), False))
+        placements.append((obj_type, place(obj_type, avoid=dst_type), False))
     others = [t for t in catalog.objects_of_room(room) if t != obj_type and spots(t)]
     for _ in range(rng.randint(d_lo, d_hi) if others else 0):
         otype = rng.choice(others)
-        placements.append((otype, rng.choice(spots(otype)), False))
+        placements.append((otype, place(otype), False))
 
     numbers: dict[str, int] = {}
     items = []
