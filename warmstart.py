@@ -4,7 +4,7 @@ No machine here can download Qwen2.5, and a random tiny model cannot read a prom
 nothing. So we build one, once, and ship it in `assets/embedded-alfworld/` (save_pretrained files in
 half precision, a MANIFEST.json of their sha256 checksums and of the command that rebuilds them):
 
-    python warmstart.py --out assets/embedded-alfworld        # about 13 minutes on 2 CPU cores
+    python warmstart.py --out assets/embedded-alfworld        # about 14 minutes on 2 CPU cores
 
 The build:
   1. demonstrations: episodes of the searching expert (`envs/alfworld/explorer.py`), each turn
@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import random
+import subprocess
 import sys
 import time
 
@@ -237,10 +238,11 @@ def final_loss(losses: list[tuple[int, float]]) -> float:
 
 
 def write_manifest(folder: str, command: str, summary: dict) -> dict:
-    """MANIFEST.json: the sha256 of every file the build wrote, the command that rebuilds them and the
-    build's key numbers (a README.md next to them is documentation, not checked)."""
+    """MANIFEST.json: the sha256 of every file the build wrote, the command that rebuilds them, the commit
+    of the code that ran it (the demonstrations are rendered by `opsd` and the envs, so a later commit
+    may build another model) and the build's key numbers (a README.md next to them is not checked)."""
     names = sorted(n for n in os.listdir(folder) if n not in (MANIFEST, "README.md"))
-    manifest = {"version": summary["version"], "command": command,
+    manifest = {"version": summary["version"], "command": command, "commit": source_commit(),
                 "files": {n: sha256(os.path.join(folder, n)) for n in names},
                 "bytes": sum(os.path.getsize(os.path.join(folder, n)) for n in names),
                 "parameters": summary["parameters"], "dtype": summary["dtype"],
@@ -250,6 +252,14 @@ def write_manifest(folder: str, command: str, summary: dict) -> dict:
         json.dump(manifest, handle, indent=1)
         handle.write("\n")
     return manifest
+
+
+def source_commit() -> str:
+    """The short commit of this checkout, with "+changes" when the working tree differs from it."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def manifest_problems(folder: str) -> list[str]:

@@ -110,6 +110,7 @@ def test_build_is_deterministic_and_its_manifest_catches_a_changed_file(tmp_path
     assert {k: v for k, v in manifests[0]["files"].items() if k != timed} == \
         {k: v for k, v in manifests[1]["files"].items() if k != timed}      # same bytes, file by file
     assert {"model.safetensors", "tokenizer.json", "config.json"} <= set(manifests[0]["files"])
+    assert manifests[0]["commit"] == warmstart.source_commit() != ""          # the code that built it
     assert warmstart.manifest_problems(first) == []
     with open(os.path.join(first, "config.json"), "a") as handle:
         handle.write(" ")
@@ -127,6 +128,7 @@ def test_shipped_model_matches_its_manifest_and_loads_in_float32():
     manifest = json.load(open(os.path.join(folder, warmstart.MANIFEST)))
     assert warmstart.manifest_problems(folder) == []
     assert manifest["command"].startswith("python warmstart.py --out assets/embedded-alfworld")
+    assert all(c in "0123456789abcdef" for c in manifest["commit"]) and len(manifest["commit"]) >= 7
     size = sum(os.path.getsize(os.path.join(folder, name)) for name in os.listdir(folder))
     assert size <= 5_000_000 and manifest["bytes"] <= size
     tokenizer = AutoTokenizer.from_pretrained(folder)
