@@ -24,7 +24,8 @@ def plot_curves(metrics_path: str, png_path: str) -> bool:
             if points:
                 ax.plot(*zip(*points), marker="o" if key.startswith("eval/") else None, label=key)
         ax.set_xlabel("iteration")
-        ax.legend(fontsize=7)
+        if ax.lines:                            # a panel with nothing logged yet has no legend
+            ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
