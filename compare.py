@@ -33,6 +33,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from warmstart import source_commit
+
 ROOT = os.path.dirname(os.path.abspath(__file__))
 LABELS = {"grpo": "GRPO", "grpo_opsd": "GRPO+OPSD (beta 0)", "sdar": "SDAR (beta 5)"}
 GATE_KEYS = tuple(f"sdar/{stat}/{part}" for stat in ("gate_mean", "gap_mean", "gate_active")
@@ -266,11 +268,6 @@ def floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",")]
 
 
-def commit_id() -> str:
-    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return result.stdout.strip() or "unknown"
-
-
 def run_grid(args, extra: list[str], seeds: list[int], threads: int, argv: list[str]) -> str:
     """Every (reliability, config, seed) run, then grid.md, grid.png and grid.json; returns the report."""
     reliabilities, configs = floats(args.reliabilities), grid_configs(floats(args.betas), floats(args.coefs))
@@ -297,12 +294,12 @@ def run_grid(args, extra: list[str], seeds: list[int], threads: int, argv: list[
               f"row 0's `eval/teacher_success - eval/success` (the same weights with the skills shown). "
               f"*final - GRPO*: paired by seed. *gate* / *gap*: per-iteration means of "
               f"`sdar/gate_mean/*` and `sdar/gap_mean/*` (nats), over action tokens / the other tokens.\n\n"
-              f"{grid_table(runs, configs, reliabilities)}\n\nCommand: `{command}` at commit `{commit_id()}`, "
+              f"{grid_table(runs, configs, reliabilities)}\n\nCommand: `{command}` at commit `{source_commit()}`, "
               f"{(time.perf_counter() - start) / 60:.1f} min wall time.\n")
     with open(os.path.join(args.out, "grid.md"), "w") as handle:
         handle.write(report)
     with open(os.path.join(args.out, "grid.json"), "w") as handle:
-        json.dump({"command": command, "commit": commit_id(), "runs": runs}, handle)
+        json.dump({"command": command, "commit": source_commit(), "runs": runs}, handle)
     grid_plot(runs, configs, reliabilities, os.path.join(args.out, "grid.png"))
     return report
 
@@ -317,12 +314,12 @@ def run_methods(args, extra: list[str], seeds: list[int], threads: int, argv: li
         runs = [{"method": m, "seed": s, **job.result()} for m, s, job in jobs]
     command = "python compare.py " + " ".join(argv)
     report = (f"# GRPO vs GRPO+OPSD vs SDAR\n\nEval success (%) on the fixed panel, mean ± standard error over "
-              f"{len(seeds)} seeds.\n\n{table(runs, methods)}\n\nCommand: `{command}` at commit `{commit_id()}`, "
+              f"{len(seeds)} seeds.\n\n{table(runs, methods)}\n\nCommand: `{command}` at commit `{source_commit()}`, "
               f"{(time.perf_counter() - start) / 60:.1f} min wall time.\n")
     with open(os.path.join(args.out, "compare.md"), "w") as handle:
         handle.write(report)
     with open(os.path.join(args.out, "compare.json"), "w") as handle:
-        json.dump({"command": command, "commit": commit_id(), "runs": runs}, handle, indent=1)
+        json.dump({"command": command, "commit": source_commit(), "runs": runs}, handle, indent=1)
     plot(runs, methods, os.path.join(args.out, "compare.png"))
     return report
 
