@@ -1,5 +1,6 @@
-"""What a run records: metrics.jsonl and the trackers (the `Logger`), means over processes, and what the
-gate does on each iteration's tokens (split into action tokens and the rest).
+"""What a run records: metrics.jsonl and the trackers (the `Logger`), means over processes, what the
+gate does on each iteration's tokens (split into action tokens and the rest), and curves.png
+(matplotlib is optional: without it nothing is drawn).
 
 Metric names are stable (README "Metrics"): `train/*` from the rollout, `loss/*`, `pg/*`, `sdar/*` from
 the update, `perf/*` timings, `eval/*` from the fixed panel.
@@ -56,7 +57,6 @@ class Logger:
 
     def plot(self) -> None:
         if self.accelerator.is_main_process and self.cfg.plot:
-            from plots import plot_curves
             plot_curves(self.path, os.path.join(self.cfg.output_dir, "curves.png"))
 
     def state_dict(self) -> dict:
@@ -129,3 +129,32 @@ def bin_counts(values: torch.Tensor, edges: list[float]) -> torch.Tensor:
     inner = torch.tensor(edges[1:-1], dtype=values.dtype, device=values.device)  # (K-1,)
     index = torch.bucketize(values.contiguous(), inner, right=True)          # (n,) in 0..K-1
     return torch.bincount(index, minlength=len(edges) - 1).float()           # (K,)
+
+
+PANELS = (("eval/success", "train/success"), ("train/reward",), ("sdar/gate_mean", "sdar/gate_active"),
+          ("loss/pg", "loss/sdar", "loss/kl"))
+
+
+def plot_curves(metrics_path: str, png_path: str) -> bool:
+    """One panel per metric family, x = iteration; returns False when matplotlib is missing."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = [json.loads(line) for line in open(metrics_path) if line.strip()]
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.2))
+    for ax, keys in zip(axes, PANELS):
+        for key in keys:
+            points = [(r["iteration"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+            if points:
+                ax.plot(*zip(*points), marker="o" if key.startswith("eval/") else None, label=key)
+        ax.set_xlabel("iteration")
+        if ax.lines:                            # a panel with nothing logged yet has no legend
+            ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return True

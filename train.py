@@ -57,7 +57,7 @@ def load_models(cfg: TrainConfig, resume_from: str | None, accelerator):
     with its adapters switched off."""
     model_path = cfg.model
     if cfg.model == "embedded":
-        from warmstart import embedded_model_path
+        from embedded import embedded_model_path
         with accelerator.main_process_first():
             model_path = embedded_model_path(cfg.env_name)
     saved = os.path.join(resume_from, "model") if resume_from else None

@@ -20,13 +20,13 @@ CORPUS = [
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from tinymodel import build_tokenizer
+    from tools.tinymodel import build_tokenizer
     return build_tokenizer(CORPUS * 20, vocab_size=512)
 
 
 @pytest.fixture(scope="session")
 def tiny_model_factory(tokenizer):
-    from tinymodel import tiny_model
+    from tools.tinymodel import tiny_model
 
     def make(seed=0, **kwargs):
         return tiny_model(tokenizer, seed=seed, **kwargs)
@@ -36,7 +36,7 @@ def tiny_model_factory(tokenizer):
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory):
     """A saved tiny random model folder, loadable with from_pretrained (for train.py subprocesses)."""
-    from tinymodel import build_tokenizer, tiny_model
+    from tools.tinymodel import build_tokenizer, tiny_model
     path = str(tmp_path_factory.mktemp("tiny"))
     tokenizer = build_tokenizer(CORPUS * 20, vocab_size=512)
     tiny_model(tokenizer, seed=0).save_pretrained(path)

@@ -1,4 +1,4 @@
-"""bench.py smoke test: the real command in a subprocess at the smallest sizes, every section, and every
+"""tools/bench.py smoke test: the real command in a subprocess at the smallest sizes, every section, and every
 number it prints is finite. (Chunked against unchunked token_logprobs, values and gradients, is
 tests/test_opsd.py's job.)"""
 
@@ -19,7 +19,7 @@ SMALL = ["--shape", "tiny", "--device", "cpu", "--variants", "hf_generate,rollou
 
 def test_bench_prints_finite_rows_for_every_section(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "CUDA_VISIBLE_DEVICES": ""}
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "bench.py"), *SMALL], cwd=ROOT, env=env,
+    result = subprocess.run([sys.executable, "-m", "tools.bench", *SMALL], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]

@@ -1,4 +1,4 @@
-"""compare.py: its statistics by hand, and the real script end to end on a tiny model (in a subprocess)."""
+"""tools/compare.py: its statistics by hand, and the real script end to end on a tiny model (in a subprocess)."""
 
 import json
 import math
@@ -13,7 +13,7 @@ from test_train import FAST
 
 
 def test_mean_stderr_matches_a_hand_computation():
-    from compare import mean_stderr
+    from tools.compare import mean_stderr
     mean, err = mean_stderr([0.2, 0.4, 0.9])
     # mean 0.5; deviations -0.3, -0.1, 0.4; sample variance (0.09 + 0.01 + 0.16) / 2 = 0.13; s.e. sqrt(0.13 / 3)
     assert mean == pytest.approx(0.5) and err == pytest.approx(math.sqrt(0.13 / 3))
@@ -21,7 +21,7 @@ def test_mean_stderr_matches_a_hand_computation():
 
 
 def test_table_reports_start_final_best_gain_and_teacher_gap_per_method():
-    from compare import table
+    from tools.compare import table
     runs = [{"method": "grpo", "curve": [(0, 0.2), (2, 0.6), (4, 0.4)], "teacher_start": 0.5},
             {"method": "grpo", "curve": [(0, 0.4), (2, 0.4), (4, 0.8)], "teacher_start": 0.8}]
     row = table(runs, ["grpo"]).splitlines()[-1]
@@ -55,7 +55,7 @@ def write_run(folder, start, final, teacher, gate_action, gate_other, hist_scale
 
 
 def test_grid_reads_teacher_gate_means_and_histograms_and_writes_table_and_figure(tmp_path):
-    from compare import grid_configs, grid_plot, grid_table, read_run
+    from tools.compare import grid_configs, grid_plot, grid_table, read_run
     runs = []
     for seed, (grpo_final, sdar_final) in enumerate([(0.5, 0.6), (0.4, 0.7)]):
         for key, final, gates in (("grpo", grpo_final, ([0.5], [0.5])), ("sdar-b5-l0.01", sdar_final, ([0.6, 0.8], [0.5, 0.3]))):
@@ -81,7 +81,7 @@ def test_grid_reads_teacher_gate_means_and_histograms_and_writes_table_and_figur
 
 def test_compare_runs_every_method_and_seed_and_writes_table_plot_and_curves(model_dir, tmp_path):
     out, runs = tmp_path / "results", tmp_path / "runs"
-    command = [sys.executable, os.path.join(ROOT, "compare.py"), "--methods", "grpo,sdar", "--seeds", "0,1",
+    command = [sys.executable, "-m", "tools.compare", "--methods", "grpo,sdar", "--seeds", "0,1",
                "--jobs", "2", "--out", str(out), "--runs", str(runs),
                "--", *FAST, "--model", model_dir, "--iterations", "1"]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
@@ -100,7 +100,7 @@ def test_compare_runs_every_method_and_seed_and_writes_table_plot_and_curves(mod
 
 def test_compare_grid_runs_every_reliability_config_and_seed(model_dir, tmp_path):
     out, runs = tmp_path / "results", tmp_path / "runs"
-    command = [sys.executable, os.path.join(ROOT, "compare.py"), "--grid", "--seeds", "0", "--betas", "0,5",
+    command = [sys.executable, "-m", "tools.compare", "--grid", "--seeds", "0", "--betas", "0,5",
                "--coefs", "0.1", "--reliabilities", "0.9,0.2", "--jobs", "2", "--out", str(out), "--runs", str(runs),
                "--", *FAST, "--model", model_dir, "--iterations", "1"]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}

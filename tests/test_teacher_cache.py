@@ -14,7 +14,7 @@ from conftest import CORPUS
 from opsd import pack_batch, teacher_prompt_ids, teacher_prompt_text, token_logprobs
 from rollout import StepSample
 from teacher_cache import cached_teacher_logprobs, prefix_micro_batches, shared_prefix_length
-from tinymodel import build_tokenizer
+from tools.tinymodel import build_tokenizer
 from update import build_experience
 
 SKILLS = ["Heat the apple in the microwave first, then go to the diningtable.",

@@ -48,7 +48,7 @@ def machine() -> str:
 def samples_and_models(tokenizer):
     """12 seeded step samples with ragged prompts (3 distinct skill texts) and responses (0-7 tokens)."""
     from rollout import StepSample
-    from tinymodel import tiny_model
+    from tools.tinymodel import tiny_model
 
     rng = random.Random(0)
     skills = ["Search the countertops first.", "Open every drawer.\nThen look again.", ""]
@@ -126,7 +126,7 @@ def test_update_numbers_equal_the_record(name, tokenizer, golden):
 
 if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
     from conftest import CORPUS
-    from tinymodel import build_tokenizer
+    from tools.tinymodel import build_tokenizer
 
     torch.set_num_threads(1)
     tok = build_tokenizer(CORPUS * 20, vocab_size=512)

@@ -8,7 +8,8 @@ import shutil
 
 import pytest
 
-import warmstart
+import embedded
+from tools import warmstart
 from config import ConfigError
 
 SMALL = dict(episodes=24, steps=100, shape="tiny", vocab_size=600, batch_size=8)
@@ -105,17 +106,17 @@ def test_build_is_deterministic_and_its_manifest_catches_a_changed_file(tmp_path
     for out in (first, second):
         summary = warmstart.build_embedded_model("alfworld", out, **{**SMALL, "episodes": 8, "steps": 5})
         warmstart.write_manifest(out, "python warmstart.py --out x", summary)
-    manifests = [json.load(open(os.path.join(out, warmstart.MANIFEST))) for out in (first, second)]
+    manifests = [json.load(open(os.path.join(out, embedded.MANIFEST))) for out in (first, second)]
     timed = "warmstart.json"                                         # holds the build time
     assert {k: v for k, v in manifests[0]["files"].items() if k != timed} == \
         {k: v for k, v in manifests[1]["files"].items() if k != timed}      # same bytes, file by file
     assert {"model.safetensors", "tokenizer.json", "config.json"} <= set(manifests[0]["files"])
     assert manifests[0]["commit"] == warmstart.source_commit() != ""          # the code that built it
-    assert warmstart.manifest_problems(first) == []
+    assert embedded.manifest_problems(first) == []
     with open(os.path.join(first, "config.json"), "a") as handle:
         handle.write(" ")
     os.remove(os.path.join(first, "tokenizer.json"))
-    assert warmstart.manifest_problems(first) == ["config.json does not match its sha256", "tokenizer.json is missing"]
+    assert embedded.manifest_problems(first) == ["config.json does not match its sha256", "tokenizer.json is missing"]
 
 
 def test_shipped_model_matches_its_manifest_and_loads_in_float32():
@@ -123,10 +124,10 @@ def test_shipped_model_matches_its_manifest_and_loads_in_float32():
     import torch
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    folder = warmstart.embedded_model_path("alfworld")
-    assert folder == os.path.join(warmstart.ROOT, "assets", "embedded-alfworld")
-    manifest = json.load(open(os.path.join(folder, warmstart.MANIFEST)))
-    assert warmstart.manifest_problems(folder) == []
+    folder = embedded.embedded_model_path("alfworld")
+    assert folder == os.path.join(embedded.ROOT, "assets", "embedded-alfworld")
+    manifest = json.load(open(os.path.join(folder, embedded.MANIFEST)))
+    assert embedded.manifest_problems(folder) == []
     assert manifest["command"].startswith("python warmstart.py --out assets/embedded-alfworld")
     assert all(c in "0123456789abcdef" for c in manifest["commit"]) and len(manifest["commit"]) >= 7
     size = sum(os.path.getsize(os.path.join(folder, name)) for name in os.listdir(folder))
@@ -148,18 +149,18 @@ def test_shipped_model_matches_its_manifest_and_loads_in_float32():
 
 
 def test_a_damaged_shipped_model_is_one_clear_error(tmp_path, monkeypatch):
-    shutil.copytree(os.path.join(warmstart.ROOT, "assets"), tmp_path / "assets")
-    monkeypatch.setattr(warmstart, "ROOT", str(tmp_path))
-    assert warmstart.embedded_model_path("alfworld") == str(tmp_path / "assets" / "embedded-alfworld")
+    shutil.copytree(os.path.join(embedded.ROOT, "assets"), tmp_path / "assets")
+    monkeypatch.setattr(embedded, "ROOT", str(tmp_path))
+    assert embedded.embedded_model_path("alfworld") == str(tmp_path / "assets" / "embedded-alfworld")
     with open(tmp_path / "assets" / "embedded-alfworld" / "model.safetensors", "r+b") as handle:
         handle.seek(-1, 2)
         last = handle.read(1)
         handle.seek(-1, 2)
         handle.write(bytes([last[0] ^ 1]))
-    with pytest.raises(ConfigError, match="model.safetensors does not match.*python warmstart.py --out"):
-        warmstart.embedded_model_path("alfworld")
+    with pytest.raises(ConfigError, match="model.safetensors does not match.*python -m tools.warmstart --out"):
+        embedded.embedded_model_path("alfworld")
     with pytest.raises(ConfigError, match="embedded exists for alfworld only"):
-        warmstart.embedded_model_path("search")
+        embedded.embedded_model_path("search")
 
 
 def test_from_pretrained_gives_back_the_trained_tokenizer(tmp_path):
@@ -167,7 +168,7 @@ def test_from_pretrained_gives_back_the_trained_tokenizer(tmp_path):
     with the in-memory tokenizer would see other ids at rollout time."""
     from transformers import AutoTokenizer
 
-    from tinymodel import build_tokenizer, tiny_model
+    from tools.tinymodel import build_tokenizer, tiny_model
     text = "You arrive at fridge 12. <action>take egg 3 from fridge 12</action> Ünïcødé"
     tokenizer = build_tokenizer([text] * 30, vocab_size=400, extra_tokens=("<action>", "</action>"))
     tiny_model(tokenizer).save_pretrained(tmp_path)
@@ -182,7 +183,7 @@ def test_sft_loss_matches_a_hand_computation_on_ragged_rows(prompt_weight):
     import torch
 
     from opsd import pack_batch
-    from tinymodel import build_tokenizer, tiny_model
+    from tools.tinymodel import build_tokenizer, tiny_model
     tokenizer = build_tokenizer(["go to fridge 1, take egg 2 from fridge 1"] * 20, vocab_size=300)
     model = tiny_model(tokenizer, seed=0).double()
     prompts, responses = [[5, 6, 7, 8, 9], [10, 11]], [[12, 13, 14], [15]]

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from conftest import CORPUS  # noqa: E402
 from config import TrainConfig, resolve  # noqa: E402
 from opsd import pack_batch  # noqa: E402
-from tinymodel import build_tokenizer, tiny_model  # noqa: E402
+from tools.tinymodel import build_tokenizer, tiny_model  # noqa: E402
 from update import Experience, update_policy  # noqa: E402
 
 

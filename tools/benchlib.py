@@ -1,4 +1,4 @@
-"""bench.py's helpers, and its measurements that each need a fresh process: the SDAR training micro-step
+"""tools/bench.py's helpers, and its measurements that each need a fresh process: the SDAR training micro-step
 and the memory of chunked against unchunked log-probs. Peak memory is only honest in a process that did
 nothing else: the CUDA allocator's peak counter, or on CPU the resident-set high-water mark (torch's
 CPU allocator keeps no statistics), reset right before the measured phase where Linux allows it.
@@ -147,7 +147,7 @@ def memory_inputs(args, folder: str, device: torch.device):
     """A tiny-shape model with a large vocabulary, a batch, its response length and backward weights."""
     from transformers import AutoTokenizer
 
-    from tinymodel import tiny_model
+    from tools.tinymodel import tiny_model
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = tiny_model(tokenizer, "tiny", seed=0, vocab_size=args.memory_vocab).to(device).train()

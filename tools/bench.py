@@ -1,8 +1,8 @@
 """One command to measure where an SDAR iteration spends its time and memory, on CPU or one GPU.
 
-    python bench.py --shape tiny --device cpu                 # minutes on a laptop
-    python bench.py --shape qwen2.5-0.5b --device cuda        # the GPU table (bf16 decode)
-    python bench.py --model /path/to/checkpoint --device cuda --sections decode
+    python -m tools.bench --shape tiny --device cpu                 # minutes on a laptop
+    python -m tools.bench --shape qwen2.5-0.5b --device cuda        # the GPU table (bf16 decode)
+    python -m tools.bench --model /path/to/checkpoint --device cuda --sections decode
 
 Sections (each prints a JSON line per row as it goes, then a table):
   decode     ms per decode step and tokens/s of plain `model.generate` (dynamic cache) against the
@@ -36,9 +36,9 @@ import warnings
 
 import torch
 
-from benchlib import chunked_difference, load, random_prompts, run_worker, timed
+from tools.benchlib import chunked_difference, load, random_prompts, run_worker, timed
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repository
 VARIANTS = ("hf_generate", "rollout_dynamic", "rollout_static", "rollout_compiled")
 SECTIONS = ("decode", "train", "memory", "iteration")
 QWEN_VOCAB = 151936
@@ -100,7 +100,7 @@ def env_texts(per_env: int = 8) -> list[str]:
 
 
 def save_random_model(args, folder: str) -> None:
-    from tinymodel import build_tokenizer, tiny_model
+    from tools.tinymodel import build_tokenizer, tiny_model
 
     tokenizer = build_tokenizer(env_texts() * 4, vocab_size=4096)
     vocab = args.vocab_size or (QWEN_VOCAB if args.shape == "qwen2.5-0.5b" else None)
@@ -208,7 +208,7 @@ def release_memory(device: torch.device) -> None:
 
 def worker_rows(args, worker: str, model_dir: str, emit) -> list[dict]:
     """Run one measurement in a fresh process (honest peak memory) and re-emit its rows."""
-    command = [sys.executable, os.path.join(ROOT, "bench.py"), *args.argv, "--worker", worker, "--model", model_dir]
+    command = [sys.executable, "-m", "tools.bench", *args.argv, "--worker", worker, "--model", model_dir]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]

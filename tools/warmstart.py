@@ -4,7 +4,7 @@ No machine here can download Qwen2.5, and a random tiny model cannot read a prom
 nothing. So we build one, once, and ship it in `assets/embedded-alfworld/` (save_pretrained files in
 half precision, a MANIFEST.json of their sha256 checksums and of the command that rebuilds them):
 
-    python warmstart.py --out assets/embedded-alfworld        # about 14 minutes on 2 CPU cores
+    python -m tools.warmstart --out assets/embedded-alfworld   # about 14 minutes on 2 CPU cores
 
 The build:
   1. demonstrations: episodes of the searching expert (`envs/alfworld/explorer.py`), each turn
@@ -20,14 +20,13 @@ The build:
   2. a byte-level BPE tokenizer trained on that text, with a chat template;
   3. a small Qwen2 model trained by next-token prediction on the responses and, with equal weight,
      on the prompts for the first half of the steps (why: see `supervised_finetune`).
-The build is deterministic for a given machine and thread count. `embedded_model_path()` returns the
-shipped folder after checking it against its manifest: the first `python train.py` builds nothing.
+The build is deterministic for a given machine and thread count. `embedded.embedded_model_path()` returns the
+shipped folder after checking it against its manifest (`embedded.py`): the first `python train.py` builds nothing.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import random
@@ -37,12 +36,11 @@ import time
 
 import torch
 
-from config import EMBEDDED_DEFAULTS, ConfigError
+from config import EMBEDDED_DEFAULTS
+from embedded import ASSETS, MANIFEST, sha256
 
 VERSION = 5
-ROOT = os.path.dirname(os.path.abspath(__file__))
-ASSETS = {"alfworld": os.path.join("assets", "embedded-alfworld")}   # relative to ROOT
-MANIFEST = "MANIFEST.json"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repository
 RECIPES = {
     # env: env kwargs, episodes, chance of a slip per step, share of episodes with skills, model shape,
     # SFT steps, weight of the prompt loss and the steps it is on for, copies of each search move (the
@@ -191,7 +189,7 @@ def build_embedded_model(env_name: str, out_dir: str, seed: int = 0, half: bool 
     """Collect demonstrations, train the tokenizer and the model, save both (float16 weights when
     `half`); returns a summary, also written to warmstart.json."""
     from opsd import PRIVILEGED_HEADER
-    from tinymodel import build_tokenizer, tiny_model
+    from tools.tinymodel import build_tokenizer, tiny_model
 
     recipe = {**RECIPES[env_name], **overrides}
     start = time.perf_counter()
@@ -220,14 +218,6 @@ def build_embedded_model(env_name: str, out_dir: str, seed: int = 0, half: bool 
     with open(os.path.join(out_dir, "warmstart.json"), "w") as handle:
         json.dump(summary, handle, indent=1)
     return summary
-
-
-def sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def final_loss(losses: list[tuple[int, float]]) -> float:
@@ -262,35 +252,6 @@ def source_commit() -> str:
     return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
-def manifest_problems(folder: str) -> list[str]:
-    """What is wrong with a shipped model folder: missing manifest, missing or changed files."""
-    path = os.path.join(folder, MANIFEST)
-    if not os.path.isfile(path):
-        return [f"{path} is missing"]
-    with open(path) as handle:
-        files = json.load(handle)["files"]
-    problems = []
-    for name, digest in files.items():
-        file = os.path.join(folder, name)
-        if not os.path.isfile(file):
-            problems.append(f"{name} is missing")
-        elif sha256(file) != digest:
-            problems.append(f"{name} does not match its sha256")
-    return problems
-
-
-def embedded_model_path(env_name: str = "alfworld") -> str:
-    """The shipped embedded model folder for an env, checked against its manifest (nothing is built)."""
-    if env_name not in ASSETS:
-        raise ConfigError(f"model: model=embedded exists for {', '.join(ASSETS)} only; give --model for {env_name}")
-    folder = os.path.join(ROOT, ASSETS[env_name])
-    problems = manifest_problems(folder)
-    if problems:
-        raise ConfigError(f"model: the shipped embedded model in {folder} is damaged ({'; '.join(problems)}); "
-                          f"restore it with git checkout, or rebuild it: python warmstart.py --out {ASSETS[env_name]}")
-    return folder
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build the embedded agent and its manifest (see the module docstring).")
     parser.add_argument("--env", default="alfworld", choices=sorted(RECIPES))
@@ -299,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="SFT steps (default: the recipe's)")
     args = parser.parse_args(argv)
     overrides = {} if args.steps is None else {"steps": args.steps}
-    command = "python " + " ".join(["warmstart.py", *(sys.argv[1:] if argv is None else argv)])
+    command = "python -m " + " ".join(["tools.warmstart", *(sys.argv[1:] if argv is None else argv)])
     print(f"building the embedded {args.env} agent into {args.out} ({torch.get_num_threads()} threads) ...", flush=True)
     summary = build_embedded_model(args.env, args.out, seed=args.seed, print_every=250, **overrides)
     manifest = write_manifest(args.out, command, summary)

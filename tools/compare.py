@@ -1,9 +1,9 @@
 """GRPO vs GRPO+OPSD (beta 0) vs SDAR over several seeds, on one fixed evaluation panel; and a grid
 over the paper's ablations at toy scale.
 
-    python compare.py                                   # embedded agent, CPU, 3 seeds
-    python compare.py --grid                            # beta x lambda x skill reliability, 3 seeds
-    python compare.py --seeds 0,1,2,3,4 --jobs 4 -- --model Qwen/Qwen2.5-0.5B-Instruct --config configs/alfworld.yaml
+    python -m tools.compare                                   # embedded agent, CPU, 3 seeds
+    python -m tools.compare --grid                            # beta x lambda x skill reliability, 3 seeds
+    python -m tools.compare --seeds 0,1,2,3,4 --jobs 4 -- --model Qwen/Qwen2.5-0.5B-Instruct --config configs/alfworld.yaml
 
 Each run is one `train.py` run in a subprocess (flags after `--` go to every run). All runs evaluate
 the same panel (task indices 0..eval_tasks-1 of the eval split), so the methods differ only by their
@@ -33,9 +33,9 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from warmstart import source_commit
+from tools.warmstart import source_commit
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the repository
 LABELS = {"grpo": "GRPO", "grpo_opsd": "GRPO+OPSD (beta 0)", "sdar": "SDAR (beta 5)"}
 GATE_KEYS = tuple(f"sdar/{stat}/{part}" for stat in ("gate_mean", "gap_mean", "gate_active")
                   for part in ("action", "other"))
@@ -287,7 +287,7 @@ def run_grid(args, extra: list[str], seeds: list[int], threads: int, argv: list[
     with ThreadPoolExecutor(args.jobs) as pool:
         jobs = [(meta, pool.submit(run_one, name, run_args, args.runs, threads)) for meta, run_args, name in plan]
         runs = [{**meta, **job.result()} for meta, job in jobs]
-    command = "python compare.py " + " ".join(argv)
+    command = "python -m tools.compare " + " ".join(argv)
     report = (f"# Ablation grid: beta x lambda x skill reliability\n\nEval success (%) on the fixed panel, "
               f"mean ± standard error over {len(seeds)} seeds. *skills right*: the built-in ALFWorld's "
               f"`prior_strength`, how often an object starts where the skills say. *teacher - student*: "
@@ -312,7 +312,7 @@ def run_methods(args, extra: list[str], seeds: list[int], threads: int, argv: li
         jobs = [(m, s, pool.submit(run_one, f"{m}-seed{s}", ["--method", m, "--seed", str(s), *extra], args.runs, threads))
                 for s in seeds for m in methods]
         runs = [{"method": m, "seed": s, **job.result()} for m, s, job in jobs]
-    command = "python compare.py " + " ".join(argv)
+    command = "python -m tools.compare " + " ".join(argv)
     report = (f"# GRPO vs GRPO+OPSD vs SDAR\n\nEval success (%) on the fixed panel, mean ± standard error over "
               f"{len(seeds)} seeds.\n\n{table(runs, methods)}\n\nCommand: `{command}` at commit `{source_commit()}`, "
               f"{(time.perf_counter() - start) / 60:.1f} min wall time.\n")
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     os.makedirs(args.out, exist_ok=True)
     if not any(a.split("=")[0] == "--model" for a in extra):
-        from warmstart import embedded_model_path
+        from embedded import embedded_model_path
         embedded_model_path("alfworld")         # a damaged shipped model fails here, once, not in every run
     threads = max(1, (os.cpu_count() or 2) // args.jobs)
     run = run_grid if args.grid else run_methods
