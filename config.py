@@ -114,7 +114,8 @@ class TrainConfig:
     skill_sd_rho_grad: bool = True
     """Skill-SD: the gradient flows through the importance weight rho (released code); False detaches it."""
     gate: str = "gap"
-    """gap | entropy | soft_or."""
+    """gap (the paper) | entropy | soft_or | gap_centred (beyond the paper: weight g - 1/2, the same expected
+    gradient with less variance; beta 0 is then exactly GRPO; see gate.centred_gap_gate)."""
     divergence: str = "sampled"
     """sampled (the released code) | reverse_kl | forward_kl | jsd (full-vocabulary, teacher recomputed live)."""
     teacher_context: str = "prefix"
@@ -166,6 +167,9 @@ class TrainConfig:
     """Response positions per output-head chunk (memory bound of the log-prob computation)."""
     max_bad_steps: int = 3
     """Consecutive non-finite losses or gradients before the run stops with an error."""
+    diagnostics_every: int = 1
+    """Measure each objective term's gradient norm and the PG-SDAR cosine (grad/*) every N iterations, on
+    one micro-batch (an extra forward and one backward per term; 0 = never). The other diagnostics are free."""
 
     eval_every: int = 5
     """Evaluate every N iterations (and before training and at the end); 0 = only at the end."""
@@ -345,6 +349,8 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
         fail("overwrite", "cannot be combined with resume", "pass only one: resume continues the run, overwrite replaces it")
     if cfg.lr <= 0:
         fail("lr", f"{cfg.lr} <= 0", "use a positive learning rate")
+    if cfg.diagnostics_every < 0:
+        fail("diagnostics_every", f"{cfg.diagnostics_every} < 0", "use 0 (never) or a positive interval")
     for name in ("max_turns", "generation_batch_size", "history_length"):
         value, low = getattr(cfg, name), 0 if name == "history_length" else 1
         if value is not None and value < low:

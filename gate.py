@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-GATES = ("gap", "entropy", "soft_or")
+GATES = ("gap", "entropy", "soft_or", "gap_centred")
 
 
 def gap_gate(teacher_logp: torch.Tensor, student_logp: torch.Tensor, beta: float = 5.0) -> torch.Tensor:
@@ -19,6 +19,17 @@ def gap_gate(teacher_logp: torch.Tensor, student_logp: torch.Tensor, beta: float
     (a token worth reinforcing), near 0 where the teacher disagrees. beta = 0 gives 0.5 everywhere.
     """
     return torch.sigmoid(beta * (teacher_logp - student_logp)).detach()  # (B, T)
+
+
+def centred_gap_gate(teacher_logp: torch.Tensor, student_logp: torch.Tensor, beta: float = 5.0) -> torch.Tensor:
+    """w_t = sg(sigmoid(beta (teacher_logp_t - student_logp_t))) - 1/2, in (-1/2, 1/2); `(B, T)`.
+
+    Beyond the paper (an option of this project, not the released code). On-policy the gated term's
+    gradient is a policy gradient with per-token reward g_t and no baseline; subtracting the constant 1/2
+    is a baseline: E[sum_t grad log pi(y_t)] = 0 under the student's own samples, so the expected gradient
+    is unchanged and its variance drops. beta = 0 gives w = 0: the term vanishes and the run is GRPO.
+    """
+    return gap_gate(teacher_logp, student_logp, beta) - 0.5          # (B, T)
 
 
 def entropy_gate(entropy: torch.Tensor, beta: float = 5.0) -> torch.Tensor:
@@ -46,11 +57,14 @@ def sdar_loss(student_logp: torch.Tensor, teacher_logp: torch.Tensor, beta: floa
         dL/d student_logp_t = -g_t * m_t / N,
     a gated push-up of the student's own sampled token. The teacher acts only through the gate: the
     loss never pulls the student towards tokens it did not sample. beta = 0 makes g_t = 0.5 for every
-    token, which is the naive GRPO+OPSD baseline of the paper.
+    token, which is the naive GRPO+OPSD baseline of the paper. `gate="gap_centred"` weighs by g_t - 1/2
+    instead (`centred_gap_gate`, beyond the paper): same expected gradient, less variance.
     """
     gap = (teacher_logp - student_logp).detach()                     # (B, T) delta_t
     if gate == "gap":
         gate_values = gap_gate(teacher_logp, student_logp, beta)     # (B, T)
+    elif gate == "gap_centred":
+        gate_values = centred_gap_gate(teacher_logp, student_logp, beta)  # (B, T)
     elif gate in ("entropy", "soft_or"):
         if entropy is None:
             raise ValueError(f"gate={gate!r} needs the student's entropy")

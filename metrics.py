@@ -1,5 +1,4 @@
-"""What a run records: metrics.jsonl and the trackers (the `Logger`), means over processes, what the
-gate does on each iteration's tokens (split into action tokens and the rest), and curves.png
+"""What a run records: metrics.jsonl and the trackers (the `Logger`), means over processes, and curves.png
 (matplotlib is optional: without it nothing is drawn).
 
 Metric names are stable (README "Metrics"): `train/*` from the rollout, `loss/*`, `pg/*`, `sdar/*` from
@@ -12,10 +11,6 @@ import json
 import os
 
 import torch
-
-GAP_EDGES = [-10.0 + 0.5 * k for k in range(41)]        # 40 bins over [-10, 10]; the outer ones catch the rest
-GATE_EDGES = [0.05 * k for k in range(21)]             # 20 bins over [0, 1]
-
 
 class Logger:
     """metrics.jsonl always (main process), accelerate trackers when asked, curves.png after evaluations,
@@ -89,46 +84,6 @@ def iteration_metrics(accelerator, roll: dict, num_samples: int, extra: dict) ->
     if accelerator.num_processes == 1:
         metrics.update({f"train/{k}": v for k, v in roll.items() if k.startswith("success/")})
     return metrics
-
-
-def gate_statistics(accelerator, old_logp: torch.Tensor, teacher_logp: torch.Tensor, response_mask: torch.Tensor,
-                    action_mask: torch.Tensor, beta: float) -> tuple[dict, dict]:
-    """What the gap gate sees on this iteration's tokens, split into action tokens and the rest.
-
-    gap = teacher_logp - old_logp and g = sigmoid(beta gap), all `(N, T)`: at the rollout weights, i.e.
-    what the first update step of the iteration gates (later steps move the student a little).
-    Returns (metrics `sdar/{gap_mean,gate_mean,gate_active}/{action,other}`, histogram counts summed
-    over processes: `gap_action`, `gap_other` over GAP_EDGES and `gate_action`, `gate_other` over GATE_EDGES).
-    """
-    gap = (teacher_logp - old_logp).float()                                  # (N, T)
-    gate = torch.sigmoid(beta * gap)                                         # (N, T)
-    response = response_mask.bool()                                          # (N, T)
-    parts = {"action": response & action_mask.bool(), "other": response & ~action_mask.bool()}  # (N, T) each
-    sums, counts = [], []
-    for part, mask in parts.items():
-        sums += [gap[mask].sum(), gate[mask].sum(), (gate[mask] > 0.5).float().sum(), mask.sum().float()]
-        counts += [bin_counts(gap[mask], GAP_EDGES), bin_counts(gate[mask], GATE_EDGES)]
-    totals = torch.cat([torch.stack(sums)] + counts)                         # (8 + 2 * (40 + 20),)
-    if accelerator.num_processes > 1:
-        totals = accelerator.reduce(totals.to(accelerator.device), reduction="sum")
-    totals = totals.tolist()
-    metrics, histograms, offset = {}, {"gap_edges": GAP_EDGES, "gate_edges": GATE_EDGES}, 8
-    for index, part in enumerate(parts):
-        gap_sum, gate_sum, active, tokens = totals[4 * index:4 * index + 4]
-        if tokens:
-            metrics.update({f"sdar/gap_mean/{part}": gap_sum / tokens, f"sdar/gate_mean/{part}": gate_sum / tokens,
-                            f"sdar/gate_active/{part}": active / tokens})
-        for name, edges in (("gap", GAP_EDGES), ("gate", GATE_EDGES)):
-            histograms[f"{name}_{part}"] = [int(c) for c in totals[offset:offset + len(edges) - 1]]
-            offset += len(edges) - 1
-    return metrics, histograms
-
-
-def bin_counts(values: torch.Tensor, edges: list[float]) -> torch.Tensor:
-    """Counts `(len(edges) - 1,)` of 1-D `values` in the bins between `edges`; values outside fall in the end bins."""
-    inner = torch.tensor(edges[1:-1], dtype=values.dtype, device=values.device)  # (K-1,)
-    index = torch.bucketize(values.contiguous(), inner, right=True)          # (n,) in 0..K-1
-    return torch.bincount(index, minlength=len(edges) - 1).float()           # (K,)
 
 
 PANELS = (("eval/success", "train/success"), ("train/reward",), ("sdar/gate_mean", "sdar/gate_active"),

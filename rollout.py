@@ -56,6 +56,8 @@ class StepSample:
     skill_text: str                  # privileged context for the teacher
     skill_category: str
     score: float = 0.0               # episode return minus this step's penalty (set at episode end)
+    episode_return: float = 0.0      # the episode's return (set at episode end)
+    won: bool = False                # the episode succeeded (set at episode end)
     response_text: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -235,10 +237,11 @@ def generate_responses(model, tokenizer, prompts: list[list[int]], config: Rollo
     return responses
 
 
-def _score_trajectory(samples: list[StepSample], rewards: list[float], penalty: float) -> float:
+def _score_trajectory(samples: list[StepSample], rewards: list[float], penalty: float, won: bool) -> float:
     episode_return = float(sum(rewards))
     for sample in samples:
         sample.score = episode_return - (0.0 if sample.valid else penalty)
+        sample.episode_return, sample.won = episode_return, won
     return episode_return
 
 
@@ -314,7 +317,8 @@ def play_episodes(model, tokenizer, envs: list[Env], seeds: list[int], group_ids
             if not done:
                 still_active.append(i)
         active = still_active
-    returns = [_score_trajectory(trajectories[i], rewards[i], config.invalid_penalty) for i in range(n)]
+    returns = [_score_trajectory(trajectories[i], rewards[i], config.invalid_penalty, bool(infos[i]["won"]))
+               for i in range(n)]
     model.train(was_training)
     return trajectories, infos, returns, tokens, generate_seconds
 

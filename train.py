@@ -3,21 +3,49 @@
     python train.py                                    # embedded tiny agent, built-in ALFWorld, CPU
     accelerate launch train.py --config configs/alfworld.yaml --model Qwen/Qwen2.5-0.5B-Instruct
 
-One iteration: rollout (rollout.py) -> group advantages (grpo.py) -> old, reference and teacher
-log-probs, once, before any update -> mini-batch updates of the SDAR objective (update.py) ->
-evaluation, logging and checkpoints. Each process rolls out its own whole groups.
+One iteration, in the five numbered stages of `train()`, each with its file: 1 rollout (rollout.py),
+2 group advantages (grpo.py), 3 old, reference and teacher log-probs, once, before any update
+(experience.py), 4 mini-batch updates of the SDAR objective (update.py, objective.py, gate.py),
+5 evaluation, diagnostics (diagnostics.py), logging and checkpoints. Each process rolls out its own
+whole groups.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 
 import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from checkpoint import (CheckpointError, check_output_dir, checkpoint_path, load_optimizer_state, load_trainer_state,
+                        save_final, save_on_all, start_output_dir)
 from config import ConfigError, TrainConfig, env_kwargs_of, parse_config, validate
+from diagnostics import action_masks, advantage_diagnostics, gap_statistics, measure_term_gradients
+from embedded import embedded_model_path
+from envs import make_env
+from envs.base import EnvSetupError
+from envs.search.retriever import RetrieverError
+from envs.skills import SkillPicker
+from experience import build_experience
+from grpo import group_advantages
+from metrics import Logger, iteration_metrics
+from rollout import RolloutConfig, evaluate, rollout
+from update import update_policy
+
+# Seed streams: every random draw of a run is seeded by task_seed(seed, iteration, STREAM + rank), a pure
+# function, so a resumed run repeats exactly and no stream's draws shift another's. Task seeds use the
+# group index itself (below 10_000).
+SAMPLING, MINIBATCHES, SKILLS, EVALUATION, DIAGNOSTICS = 10_000, 20_000, 30_000, 40_000, 50_000
 
 
 def task_seed(seed: int, iteration: int, group: int) -> int:
@@ -28,8 +56,6 @@ def task_seed(seed: int, iteration: int, group: int) -> int:
 def load_model(cfg: TrainConfig, path: str, device, adapter: str | None = None):
     """Tokenizer and float32 policy through from_pretrained (bf16 compute comes from autocast on GPU).
     With `lora_r > 0` the policy gets fresh LoRA adapters, or the trained ones saved in `adapter`."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, trust_remote_code=cfg.trust_remote_code)
@@ -41,7 +67,7 @@ def load_model(cfg: TrainConfig, path: str, device, adapter: str | None = None):
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     if cfg.lora_r > 0:
-        from peft import LoraConfig, PeftModel, get_peft_model
+        from peft import LoraConfig, PeftModel, get_peft_model   # optional: only LoRA runs need peft
         if adapter:
             model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
         else:
@@ -57,7 +83,6 @@ def load_models(cfg: TrainConfig, resume_from: str | None, accelerator):
     with its adapters switched off."""
     model_path = cfg.model
     if cfg.model == "embedded":
-        from embedded import embedded_model_path
         with accelerator.main_process_first():
             model_path = embedded_model_path(cfg.env_name)
     saved = os.path.join(resume_from, "model") if resume_from else None
@@ -83,8 +108,6 @@ def make_optimizer(cfg: TrainConfig, model):
 
 def make_envs(cfg: TrainConfig, world: int, rank: int):
     """This process's training envs (its share of the tasks, G copies each), eval envs and panel indices."""
-    from envs import make_env
-
     env_kwargs = env_kwargs_of(cfg)
     envs = [make_env(cfg.env_name, cfg.env_backend, **env_kwargs)
             for _ in range(cfg.tasks_per_iter // world * cfg.group_size)]
@@ -96,7 +119,6 @@ def make_envs(cfg: TrainConfig, world: int, rank: int):
 def rollout_config(cfg: TrainConfig, evaluation: bool = False, teacher: bool = False):
     """The rollout's settings for training, evaluation, or (`teacher`) evaluation of the SDAR teacher: the
     same weights prompted exactly as the teacher is in the scoring pass (skills per `teacher_context`)."""
-    from rollout import RolloutConfig
     show_skills = cfg.eval_with_skills if evaluation else cfg.show_skills_to_student
     return RolloutConfig(
         history_length=cfg.history_length, max_turns=cfg.max_turns, max_new_tokens=cfg.max_new_tokens,
@@ -117,13 +139,9 @@ def run_eval(model, tokenizer, accelerator, cfg, eval_envs, panel, skills, itera
     in the teacher's scoring pass), logged as eval/teacher_*.
 
     Sampling is seeded by (seed, iteration) only, so runs that differ just in their updates (the
-    methods of compare.py) score identical weights identically; training reseeds every iteration.
+    methods of tools/compare.py) score identical weights identically; training reseeds every iteration.
     """
-    from accelerate.utils import set_seed
-
-    from rollout import evaluate
-
-    set_seed(task_seed(cfg.seed, iteration, 40_000 + accelerator.process_index), device_specific=False)
+    set_seed(task_seed(cfg.seed, iteration, EVALUATION + accelerator.process_index), device_specific=False)
     config = rollout_config(cfg, evaluation=True, teacher=teacher)
     with accelerator.autocast():
         metrics = evaluate(accelerator.unwrap_model(model), tokenizer, eval_envs, panel, config, skills)
@@ -156,45 +174,41 @@ def final_panel(cfg, eval_envs, world: int, rank: int) -> list[int]:
     return list(range(total))[rank::world]
 
 
-def gate_metrics(accelerator, tokenizer, samples, experience, cfg) -> tuple[dict, dict | None]:
-    """The gap gate on this iteration's tokens, action tokens vs the rest (metrics.gate_statistics)."""
-    from metrics import gate_statistics
-    from rollout import STOP_TAGS, action_token_mask
+@dataclass
+class Run:
+    """What `setup` builds and the loop uses: the accelerator, the models, the optimizer, the envs, the
+    skill picker, the logger and the trainer state (iteration, skipped steps) that checkpoints carry."""
+    cfg: TrainConfig
+    accelerator: Accelerator
+    tokenizer: object
+    model: torch.nn.Module                  # wrapped by accelerate (DDP on several processes)
+    reference: torch.nn.Module | None       # frozen initial model (None: no KL term, or LoRA)
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    envs: list                              # this process's training envs, G per task
+    eval_envs: list
+    panel: list[int]                        # this process's share of the evaluation panel
+    skills: SkillPicker
+    logger: Logger
+    state: dict = field(default_factory=dict)
 
-    if cfg.sdar_coef == 0 or cfg.gate != "gap":
-        return {}, None
-    T = experience.response_mask.shape[1]
-    action_mask = torch.zeros(experience.response_mask.shape, dtype=torch.bool)    # (N, T)
-    for row, sample in enumerate(samples):
-        mask = action_token_mask(tokenizer, sample.response_ids, STOP_TAGS[cfg.env_name])
-        action_mask[row, :len(mask)] = torch.tensor(mask[:T], dtype=torch.bool)
-    return gate_statistics(accelerator, experience.old_logp, experience.teacher_logp, experience.response_mask,
-                           action_mask.to(experience.response_mask.device), cfg.beta)
+    @property
+    def policy(self) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(self.model)
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Set up, then per iteration: 1 rollout, 2 advantages, 3 scoring passes, 4 update, 5 evaluate/log/save."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from tqdm import tqdm
-
-    from checkpoint import (check_output_dir, checkpoint_path, load_optimizer_state, load_trainer_state,
-                            save_final, save_on_all, start_output_dir)
-    from envs.skills import SkillPicker
-    from grpo import group_advantages
-    from metrics import Logger, iteration_metrics
-    from rollout import rollout
-    from update import build_experience, update_policy
-
+def setup(cfg: TrainConfig) -> Run:
+    """Validate, refuse an earlier run's folder, build the envs and models, load a checkpoint to resume
+    from; only once all that worked is anything written to output_dir."""
     use_cuda = torch.cuda.is_available()
     accelerator = Accelerator(cpu=not use_cuda, mixed_precision="bf16" if use_cuda else "no",
                               log_with=None if cfg.report_to == "none" else cfg.report_to, project_dir=cfg.output_dir)
     validate(cfg, accelerator.num_processes)
-    world, rank = accelerator.num_processes, accelerator.process_index
+    rank = accelerator.process_index
     resume_from = check_output_dir(cfg)          # refuses an earlier run's folder before anything is built
     state = load_trainer_state(resume_from) if resume_from else {"iteration": 0}
     accelerator.print(json.dumps(vars(cfg), indent=1))
-    envs, eval_envs, panel = make_envs(cfg, world, rank)
+    envs, eval_envs, panel = make_envs(cfg, accelerator.num_processes, rank)
     set_seed(cfg.seed, device_specific=False)    # fresh LoRA adapters are drawn at random: the same every run
     tokenizer, model, reference = load_models(cfg, resume_from, accelerator)
     optimizer, scheduler = make_optimizer(cfg, model)
@@ -203,24 +217,52 @@ def train(cfg: TrainConfig) -> dict:
         load_optimizer_state(resume_from, optimizer, scheduler)
     start_output_dir(cfg, accelerator)           # setup worked: only now is anything written
     skills = SkillPicker(cfg.env_name, cfg.skill_retrieval, cfg.seed * 7919 + rank, state.get("bandit"), cfg.skills_dir)
-    logger = Logger(cfg, accelerator, state)
-    policy = accelerator.unwrap_model(model)
-    if state["iteration"] == 0 and cfg.eval_every > 0:
-        logger.log(0, evaluate_start(model, tokenizer, accelerator, cfg, eval_envs, panel, skills))
+    return Run(cfg, accelerator, tokenizer, model, reference, optimizer, scheduler, envs, eval_envs, panel, skills,
+               Logger(cfg, accelerator, state), state)
 
-    def save(done: int) -> None:
-        trainer_state = {**logger.state_dict(), "skipped_steps": state.get("skipped_steps", 0),
-                         "bandit": skills.state_dict()}
-        save_on_all(accelerator, cfg.output_dir, done, model, tokenizer, optimizer, scheduler, trainer_state,
-                    cfg.keep_checkpoints)
 
-    local_tasks = cfg.tasks_per_iter // world
-    progress = tqdm(range(state["iteration"], cfg.iterations), disable=not accelerator.is_main_process,
-                    desc="sdar", initial=state["iteration"], total=cfg.iterations)
+def save(run: Run, done: int) -> None:
+    """A complete checkpoint after `done` iterations (weights, optimizer, scheduler, trainer state)."""
+    trainer_state = {**run.logger.state_dict(), "skipped_steps": run.state.get("skipped_steps", 0),
+                     "bandit": run.skills.state_dict()}
+    save_on_all(run.accelerator, run.cfg.output_dir, done, run.model, run.tokenizer, run.optimizer, run.scheduler,
+                trainer_state, run.cfg.keep_checkpoints)
+
+
+def diagnostics(run: Run, samples, experience, advantages: torch.Tensor, iteration: int) -> tuple[dict, dict | None]:
+    """Is the distillation term doing anything (diagnostics.py)? GRPO's signal every iteration; the gap at
+    the rollout weights when a gap-gated term is on; each term's gradient every `diagnostics_every`."""
+    cfg = run.cfg
+    metrics = advantage_diagnostics(torch.tensor([s.episode_return for s in samples]), advantages,
+                                    torch.tensor([s.group_id for s in samples]), torch.tensor([s.traj_id for s in samples]))
+    histograms = None
+    if cfg.sdar_coef > 0 and cfg.gate in ("gap", "gap_centred"):
+        T = experience.response_mask.shape[1]
+        action = action_masks(run.tokenizer, samples, cfg.env_name, T).to(experience.response_mask.device)  # (N, T)
+        won = torch.tensor([s.won for s in samples], device=experience.response_mask.device)               # (N,)
+        gap_metrics, histograms = gap_statistics(run.accelerator, experience.old_logp, experience.teacher_logp,
+                                                 experience.response_mask, action, won, experience.advantages, cfg.beta)
+        metrics.update(gap_metrics)
+    if cfg.diagnostics_every > 0 and iteration % cfg.diagnostics_every == 0:
+        generator = torch.Generator().manual_seed(task_seed(cfg.seed, iteration, DIAGNOSTICS + run.accelerator.process_index))
+        with run.accelerator.autocast():
+            metrics.update(measure_term_gradients(run.policy, experience, cfg, generator, iteration))
+    return metrics, histograms
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Set up, then per iteration: 1 rollout, 2 advantages, 3 scoring passes, 4 update, 5 evaluate/log/save."""
+    run = setup(cfg)
+    accelerator, policy, rank = run.accelerator, run.policy, run.accelerator.process_index
+    if run.state["iteration"] == 0 and cfg.eval_every > 0:
+        run.logger.log(0, evaluate_start(run.model, run.tokenizer, accelerator, cfg, run.eval_envs, run.panel, run.skills))
+    local_tasks = cfg.tasks_per_iter // accelerator.num_processes
+    progress = tqdm(range(run.state["iteration"], cfg.iterations), disable=not accelerator.is_main_process,
+                    desc="sdar", initial=run.state["iteration"], total=cfg.iterations)
     for iteration in progress:
         start = time.perf_counter()
-        set_seed(task_seed(cfg.seed, iteration, 10_000 + rank), device_specific=False)
-        skills.reseed(task_seed(cfg.seed, iteration, 30_000 + rank))
+        set_seed(task_seed(cfg.seed, iteration, SAMPLING + rank), device_specific=False)
+        run.skills.reseed(task_seed(cfg.seed, iteration, SKILLS + rank))
 
         # 1. Rollout: G copies of each of this process's tasks (same seed per group), one step sample per turn.
         groups = [rank * local_tasks + j for j in range(local_tasks)]
@@ -228,50 +270,51 @@ def train(cfg: TrainConfig) -> dict:
         group_ids = [g for g in groups for _ in range(cfg.group_size)]
         try:
             with accelerator.autocast():
-                samples, roll = rollout(policy, tokenizer, envs, seeds, group_ids, rollout_config(cfg), skills)
+                samples, roll = rollout(policy, run.tokenizer, run.envs, seeds, group_ids, rollout_config(cfg), run.skills)
         except (Exception, KeyboardInterrupt):   # e.g. the retriever is gone: keep the iterations already done
-            if world == 1 and iteration > 0 and not os.path.isdir(checkpoint_path(cfg.output_dir, iteration)):
-                save(iteration)
+            if accelerator.num_processes == 1 and iteration > 0 and not os.path.isdir(checkpoint_path(cfg.output_dir, iteration)):
+                save(run, iteration)
             raise
-        skills.record(envs, samples)
+        run.skills.record(run.envs, samples)
         rollout_seconds = time.perf_counter() - start
 
         # 2. Advantages: each step sample's score (its episode's return minus its penalty), normalised in its group.
-        scores = torch.tensor([s.score for s in samples], dtype=torch.float64)
+        scores = torch.tensor([s.score for s in samples], dtype=torch.float64)                     # (N,)
         advantages = group_advantages(scores, torch.tensor([s.group_id for s in samples]),
                                       torch.tensor([s.traj_id for s in samples]), cfg.norm_by_std,
-                                      cross_steps=cfg.cross_steps).float()
+                                      cross_steps=cfg.cross_steps).float()                         # (N,)
 
         # 3. Scoring passes, once, with the rollout weights: old, reference and teacher log-probs.
         with accelerator.autocast():
-            experience, timings = build_experience(policy, reference, tokenizer, samples, advantages, cfg)
+            experience, timings = build_experience(policy, run.reference, run.tokenizer, samples, advantages, cfg)
+        found, histograms = diagnostics(run, samples, experience, advantages, iteration)   # at the rollout weights
 
         # 4. Update: shuffled mini-batches of the SDAR objective, one optimizer step each.
         update_start = time.perf_counter()
-        model.train()
-        generator = torch.Generator().manual_seed(task_seed(cfg.seed, iteration, 20_000 + rank))
-        losses = update_policy(model, optimizer, accelerator, experience, cfg, generator, state, iteration)
-        scheduler.step()
+        run.model.train()
+        generator = torch.Generator().manual_seed(task_seed(cfg.seed, iteration, MINIBATCHES + rank))
+        losses = update_policy(run.model, run.optimizer, accelerator, experience, cfg, generator, run.state, iteration)
+        run.scheduler.step()
         timings["perf/update_s"] = time.perf_counter() - update_start
 
         # 5. Evaluate on the fixed panel, log, save.
         done = iteration + 1
-        gate_stats, histograms = gate_metrics(accelerator, tokenizer, samples, experience, cfg)
         metrics = iteration_metrics(accelerator, roll, len(samples), {"perf/rollout_s": rollout_seconds, **timings,
-                                                                      **losses, **gate_stats})
+                                                                      **losses, **found})
         metrics["perf/iter_s"] = time.perf_counter() - start
         if (cfg.eval_every > 0 and done % cfg.eval_every == 0) or done == cfg.iterations:
-            metrics.update(run_eval(model, tokenizer, accelerator, cfg, eval_envs, panel, skills, done))
+            metrics.update(run_eval(run.model, run.tokenizer, accelerator, cfg, run.eval_envs, run.panel, run.skills, done))
         if done == cfg.iterations and cfg.final_eval_tasks:
-            metrics.update(run_eval(model, tokenizer, accelerator, cfg, eval_envs,
-                                    final_panel(cfg, eval_envs, world, rank), skills, done, prefix="final/"))
-        logger.log(done, metrics, histograms)
+            metrics.update(run_eval(run.model, run.tokenizer, accelerator, cfg, run.eval_envs,
+                                    final_panel(cfg, run.eval_envs, accelerator.num_processes, rank), run.skills, done,
+                                    prefix="final/"))
+        run.logger.log(done, metrics, histograms)
         progress.set_postfix(reward=f"{metrics['train/reward']:.2f}", success=f"{metrics['train/success']:.2f}")
         if done % cfg.save_every == 0 or done == cfg.iterations:
-            save(done)
+            save(run, done)
     if accelerator.is_main_process:
-        save_final(cfg.output_dir, policy, tokenizer)
-    summary = logger.finish()
+        save_final(cfg.output_dir, policy, run.tokenizer)
+    summary = run.logger.finish()
     accelerator.print(json.dumps(summary))
     return summary
 
@@ -279,8 +322,6 @@ def train(cfg: TrainConfig) -> dict:
 def dry_run(cfg: TrainConfig) -> None:
     """Print the resolved config and build one environment (which checks a real benchmark's data folder,
     checkout or retriever), without loading a model or writing anything."""
-    from envs import make_env
-
     print(json.dumps(vars(cfg), indent=1))
     make_env(cfg.env_name, cfg.env_backend, **env_kwargs_of(cfg))
     print(f"dry run: the config is valid and the {cfg.env_backend} {cfg.env_name} environment is set up")
@@ -291,15 +332,6 @@ def main(argv: list[str] | None = None) -> int:
     output_dir, a real benchmark that is not set up) ends in one `error:`
     line on stderr and exit code 2, before anything heavy is loaded where possible; a run stopped by
     non-finite updates or an unreachable retriever ends in one `error:` line and exit code 1."""
-    import contextlib
-    import io
-
-    import yaml
-
-    from checkpoint import CheckpointError
-    from envs.base import EnvSetupError
-    from envs.search.retriever import RetrieverError
-
     try:
         parser_output = io.StringIO()
         try:

@@ -14,7 +14,7 @@ def _experience(tokenizer, response_lengths):
     """Equal 3-token prompts, responses of the given lengths, advantages 1, -1, 2, -2, ...; old = live
     (computed by the caller), so each token's loss is -A and its gradient -A d logp."""
     from opsd import pack_batch
-    from update import Experience
+    from experience import Experience
 
     prompts = [[5, 6, 7]] * len(response_lengths)
     responses = [[10 + k for k in range(n)] for n in response_lengths]

@@ -1,7 +1,7 @@
 """The teacher's shared privileged prefix encoded once (teacher_cache.cached_teacher_logprobs) gives the
 numbers of the full re-encoding of every row (each teacher prompt tokenised whole + opsd.token_logprobs):
 ragged prompts and responses, several skill texts, both teacher modes, left truncation, LoRA adapters,
-and train.py's call site (update.build_experience)."""
+and train.py's call site (experience.build_experience)."""
 
 import random
 
@@ -15,7 +15,7 @@ from opsd import pack_batch, teacher_prompt_ids, teacher_prompt_text, token_logp
 from rollout import StepSample
 from teacher_cache import cached_teacher_logprobs, prefix_micro_batches, shared_prefix_length
 from tools.tinymodel import build_tokenizer
-from update import build_experience
+from experience import build_experience
 
 SKILLS = ["Heat the apple in the microwave first, then go to the diningtable.",
           "Search for the founder first; answer with the year only.",

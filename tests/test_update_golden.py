@@ -79,7 +79,8 @@ def run_case(tokenizer, name: str) -> dict:
 
     from config import TrainConfig, resolve
     from grpo import group_advantages
-    from update import build_experience, update_policy
+    from experience import build_experience
+    from update import update_policy
 
     torch.manual_seed(0)
     samples, model, reference = samples_and_models(tokenizer)

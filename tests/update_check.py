@@ -19,7 +19,8 @@ from conftest import CORPUS  # noqa: E402
 from config import TrainConfig, resolve  # noqa: E402
 from opsd import pack_batch  # noqa: E402
 from tools.tinymodel import build_tokenizer, tiny_model  # noqa: E402
-from update import Experience, update_policy  # noqa: E402
+from experience import Experience  # noqa: E402
+from update import update_policy  # noqa: E402
 
 
 def synthetic_experience(tokenizer, n: int = 8):

@@ -90,7 +90,8 @@ def train_worker(args, checkpointing: bool, emit, forwards: bool = True) -> None
     from config import TrainConfig, resolve
     from envs.skills import load_skills
     from opsd import pack_batch, teacher_inputs
-    from update import Experience, micro_step_loss, score_tokens
+    from experience import Experience, score_tokens
+    from update import micro_step_loss
 
     device = torch.device(args.device)
     tokenizer, model = load(args.model, device, torch.float32)
