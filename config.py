@@ -28,7 +28,8 @@ from envs import BACKENDS
 from envs.skills import RETRIEVAL_MODES
 from gate import GATES
 from grpo import AGG_MODES
-from opsd import DIVERGENCES, TEACHER_CONTEXTS
+from opsd import DIVERGENCES
+from prompts import TEACHER_CONTEXTS
 
 class ConfigError(ValueError):
     """A configuration problem, reported in one line with exit code 2."""

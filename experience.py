@@ -15,7 +15,8 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from opsd import pack_batch, teacher_prompt_ids, token_logprobs
+from opsd import pack_batch, token_logprobs
+from prompts import teacher_prompt_ids
 from teacher_cache import cached_teacher_logprobs
 
 

@@ -49,7 +49,7 @@ def sdar_loss(student_logp: torch.Tensor, teacher_logp: torch.Tensor, beta: floa
     student_logp `(B, T)` live log-probs of the sampled tokens (with grad); teacher_logp `(B, T)` the
     teacher's log-probs of the same tokens; entropy `(B, T)` the student's entropy, needed by the
     entropy and soft-OR gates; divergence `(B, T)` an optional per-token full-vocabulary divergence
-    (`opsd.reverse_kl` etc.) that replaces the sampled-token term, gated the same way.
+    (`opsd.vocab_divergence`: reverse KL etc.) that replaces the sampled-token term, gated the same way.
     The loss is per token: reduce it over the response mask like every other term of the objective
     (`grpo.aggregate`, token mean by default), which keeps this file free of reductions.
 

@@ -17,7 +17,8 @@ import torch
 from transformers import CompileConfig, GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from envs.base import Env
-from opsd import left_pad, privileged_message, render_chat, teacher_prompt_text
+from opsd import left_pad
+from prompts import privileged_message, render_chat, teacher_prompt_text
 
 STOP_TAGS = {"alfworld": ("</action>",), "webshop": ("</action>",), "search": ("</search>", "</answer>")}
 

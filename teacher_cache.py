@@ -5,7 +5,7 @@ header + skills; in_prompt: the chat template's opening too). A group of such ro
 prefix once, as one row, into the model's own KV cache (plain Hugging Face `past_key_values`, no custom
 kernels); each of its micro-batches repeats the cache over its rows and runs only each row's rest on
 top: the same tokens at the same positions with the same attention as the full pass, so the same numbers
-(tests/test_teacher_cache.py: within 1e-5 of `opsd.teacher_inputs` + `opsd.token_logprobs`), with the
+(tests/test_teacher_cache.py: within 1e-5 of `prompts.teacher_inputs` + `opsd.token_logprobs`), with the
 skills' tokens through the layers once per group instead of once per row (their keys are still attended
 by every row).
 """
@@ -129,7 +129,7 @@ def cached_teacher_logprobs(model, prompt_ids: list[list[int]], response_ids: li
                             min_prefix: int = MIN_SHARED_PREFIX) -> torch.Tensor:
     """The teacher's log-probs `(B, T)` float32 of each row's response tokens, shared prefixes encoded once.
 
-    prompt_ids: the teacher's prompts as `opsd.teacher_prompt_ids` gives them (rendered, tokenised,
+    prompt_ids: the teacher's prompts as `prompts.teacher_prompt_ids` gives them (rendered, tokenised,
     left-truncated); group_keys: one hashable per row, equal for rows with the same privileged text;
     `chunk_size` bounds the head's memory (`logprobs_from_hidden`).
     Same values and layout as `token_logprobs` on `teacher_inputs(...)`: response in the T columns,

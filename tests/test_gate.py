@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from gate import entropy_gate, gap_gate, sdar_loss, soft_or_gate
+from gate import centred_gap_gate, entropy_gate, gap_gate, sdar_loss, soft_or_gate
 from grpo import aggregate
 
 F64 = torch.float64
@@ -108,3 +108,37 @@ def test_sum_norm_divides_by_the_given_length():
     # l = 0.5 * (teacher - student) = 0 in value; d l / d student = -0.5 per token, / 8 per row, / 2 rows
     assert loss.item() == pytest.approx(0.0)
     assert torch.allclose(student.grad, -0.5 / 8 / 2 * mask.to(F64))
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.bfloat16])
+def test_centred_gate_value_and_gradient_on_a_ragged_mask(dtype):
+    student, teacher, mask = _ragged()
+    s = student.detach().to(dtype).requires_grad_()
+    t = teacher.to(dtype)
+    token_loss, w, _ = sdar_loss(s, t, beta=5.0, gate="gap_centred")
+    expected_w = torch.sigmoid(5.0 * (t - s.detach())) - 0.5                    # (B, T) in (-1/2, 1/2)
+    torch.testing.assert_close(w, expected_w)
+    torch.testing.assert_close(centred_gap_gate(t, s, 5.0), gap_gate(t, s, 5.0) - 0.5)
+    assert not w.requires_grad
+    aggregate(token_loss, mask).backward()
+    tolerance = {} if dtype == F64 else dict(atol=1e-2, rtol=1e-2)
+    torch.testing.assert_close(s.grad, -expected_w * mask / mask.sum(), **tolerance)   # dL/ds = -(g - 1/2) m / N
+    assert token_loss.dtype == dtype
+
+
+def test_centred_gate_at_beta_zero_has_no_gradient_and_no_value():
+    student, teacher, mask = _ragged()
+    token_loss, w, _ = sdar_loss(student, teacher, beta=0.0, gate="gap_centred")
+    loss = aggregate(token_loss, mask)
+    loss.backward()
+    assert loss.item() == 0.0 and (w == 0).all() and (student.grad == 0).all()
+
+
+def test_centred_and_released_weights_differ_by_a_zero_mean_term_on_policy():
+    """E_y~pi[grad log pi(y)] = 0: subtracting 1/2 from the weight leaves the expected gradient unchanged.
+    Exact over a categorical policy: sum_y pi(y) * 1/2 * grad log pi(y) = 1/2 grad sum_y pi(y) = 0."""
+    logits = torch.randn(5, dtype=F64, requires_grad=True)
+    logp = torch.log_softmax(logits, -1)                                         # (V,) every token once
+    half = (logp.exp().detach() * 0.5 * logp).sum()                             # expectation of the 1/2 part
+    (grad,) = torch.autograd.grad(half, logits)
+    torch.testing.assert_close(grad, torch.zeros(5, dtype=F64), atol=1e-12, rtol=0)

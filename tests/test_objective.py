@@ -76,3 +76,18 @@ def test_denominator_and_bfloat16():
     loss.backward()
     assert torch.isfinite(loss.float()) and torch.isfinite(logp.grad.float()).all()
     assert all(math.isfinite(v) for v in metrics.values())
+
+
+def test_the_centred_gate_at_beta_zero_is_exactly_grpo():
+    """gate="gap_centred" weighs by g - 1/2, which is 0 at beta 0: the loss and gradient are GRPO's, bit for bit
+    (while the released gate at beta 0 still adds -1/2 grad log pi of every sampled token)."""
+    results = {}
+    for name, settings in {"grpo": dict(sdar_coef=0.0), "centred": dict(sdar_coef=1.0, beta=0.0, gate="gap_centred"),
+                           "released": dict(sdar_coef=1.0, beta=0.0)}.items():
+        logp, old, ref, teacher, advantages, mask, entropy = _case()
+        loss, _ = sdar_objective(logp, old, ref, teacher, advantages, mask, entropy=entropy, **settings)
+        loss.backward()
+        results[name] = (loss.detach(), logp.grad.clone())
+    assert torch.equal(results["centred"][0], results["grpo"][0])
+    assert torch.equal(results["centred"][1], results["grpo"][1])
+    assert not torch.equal(results["released"][1], results["grpo"][1])

@@ -1,11 +1,12 @@
-"""opsd.py: chunked log-probs equal the dense computation (values and gradients), the teacher's batch,
+"""opsd.py: chunked log-probs equal the dense computation (values and gradients), the teacher's batch
+(prompts.teacher_inputs),
 and the full-vocabulary divergences against their dense formulas."""
 
 import pytest
 import torch
 
-from opsd import (PRIVILEGED_HEADER, forward_kl, jsd, pack_batch, render_chat, response_hidden, reverse_kl,
-                  teacher_inputs, token_logprobs)
+from opsd import pack_batch, response_hidden, token_logprobs, vocab_divergence
+from prompts import PRIVILEGED_HEADER, render_chat, teacher_inputs
 
 
 def _batch(pad_id):
@@ -119,14 +120,15 @@ def test_vocab_divergences_match_dense_formulas():
     hs = torch.randn(2, 5, 8, requires_grad=True)
     ht = torch.randn(2, 5, 8)
     dense = _dense_divergences(head, hs, ht)
-    for name, fn in (("reverse", reverse_kl), ("forward", forward_kl), ("jsd", jsd)):
+    for name, kind in (("reverse", "reverse_kl"), ("forward", "forward_kl"), ("jsd", "jsd")):
         for chunk in (2, None):
-            value = fn(head, hs, ht, chunk_size=chunk)
+            value = vocab_divergence(head, hs, ht, kind, chunk_size=chunk)
             torch.testing.assert_close(value.double(), dense[name], atol=1e-5, rtol=1e-4)
             assert (value > -1e-6).all()
-    torch.testing.assert_close(jsd(head, hs, ht), jsd(head, ht, hs), atol=1e-6, rtol=1e-5)
-    assert (jsd(head, hs, ht) <= torch.log(torch.tensor(2.0)) + 1e-6).all()
-    torch.testing.assert_close(reverse_kl(head, hs, hs.detach()), torch.zeros(2, 5), atol=1e-6, rtol=0)
+    jsd = vocab_divergence(head, hs, ht, "jsd")
+    torch.testing.assert_close(jsd, vocab_divergence(head, ht, hs, "jsd"), atol=1e-6, rtol=1e-5)
+    assert (jsd <= torch.log(torch.tensor(2.0)) + 1e-6).all()
+    torch.testing.assert_close(vocab_divergence(head, hs, hs.detach(), "reverse_kl"), torch.zeros(2, 5), atol=1e-6, rtol=0)
 
 
 def test_vocab_divergence_gradient_flows_through_student_only():
@@ -135,7 +137,7 @@ def test_vocab_divergence_gradient_flows_through_student_only():
     hs = torch.randn(2, 4, 8, dtype=torch.float64, requires_grad=True)
     ht = torch.randn(2, 4, 8, dtype=torch.float64, requires_grad=True)
     head = head.double()
-    reverse_kl(head, hs, ht, chunk_size=3).sum().backward()
+    vocab_divergence(head, hs, ht, "reverse_kl", chunk_size=3).sum().backward()
     assert hs.grad is not None and ht.grad is None
     grad_chunked = hs.grad.clone(); hs.grad = None
     dense = _dense_divergences(head, hs, ht.detach())["reverse"].sum()
@@ -149,5 +151,5 @@ def test_response_hidden_feeds_divergences(tiny_model_factory, tokenizer):
     T = response_mask.shape[1]
     hidden = response_hidden(model, input_ids, attention_mask, T)
     assert hidden.shape == (3, T, model.config.hidden_size)
-    kl = reverse_kl(model.get_output_embeddings(), hidden, hidden.detach())
+    kl = vocab_divergence(model.get_output_embeddings(), hidden, hidden.detach(), "reverse_kl")
     torch.testing.assert_close(kl, torch.zeros(3, T), atol=1e-5, rtol=0)

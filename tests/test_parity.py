@@ -97,7 +97,7 @@ def test_sampling_to_eos_keeps_what_follows_the_action(tokenizer, tiny_model_fac
 
 
 def test_chat_templates_get_thinking_off(tokenizer):
-    from opsd import render_chat
+    from prompts import render_chat
 
     thinking = ("{% for m in messages %}{{ m['content'] }}{% endfor %}"
                 "{% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>{% endif %}")
@@ -122,7 +122,7 @@ def test_rlsd_strength_decays_linearly_as_released():
 
 
 def test_in_prompt_skills_go_after_the_first_line(tokenizer):
-    from opsd import PRIVILEGED_HEADER, privileged_message, teacher_prompt_text
+    from prompts import PRIVILEGED_HEADER, privileged_message, teacher_prompt_text
 
     message = "Your task is to: put a mug in desk 1.\nNow at step 1 of 50. Observation: a room."
     placed = privileged_message(message, "Mugs live in cabinets.")

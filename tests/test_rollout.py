@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from envs import ENV_NAMES, make_env
-from opsd import render_chat
+from prompts import render_chat
 from rollout import RolloutConfig, cut_response, evaluate, rollout
 
 
@@ -146,7 +146,7 @@ def test_evaluate_uses_a_fixed_panel(tokenizer, tiny_model_factory):
 @pytest.mark.parametrize("mode", ["prefix", "in_prompt"])
 def test_the_teacher_acts_on_its_own_prompt(tokenizer, tiny_model_factory, mode):
     """RolloutConfig.teacher_context: every prompt is the teacher's exact scoring prompt (skills per mode)."""
-    from opsd import teacher_prompt_text
+    from prompts import teacher_prompt_text
 
     envs = [make_env("alfworld", room_size="small") for _ in range(2)]
     config = RolloutConfig(max_turns=2, max_new_tokens=4, max_prompt_length=4096, teacher_context=mode)

@@ -11,7 +11,8 @@ from accelerate import Accelerator
 
 from config import TrainConfig, resolve
 from conftest import CORPUS
-from opsd import pack_batch, teacher_prompt_ids, teacher_prompt_text, token_logprobs
+from opsd import pack_batch, token_logprobs
+from prompts import teacher_prompt_ids, teacher_prompt_text
 from rollout import StepSample
 from teacher_cache import cached_teacher_logprobs, prefix_micro_batches, shared_prefix_length
 from tools.tinymodel import build_tokenizer

@@ -89,7 +89,8 @@ def train_worker(args, checkpointing: bool, emit, forwards: bool = True) -> None
     which are reported when `forwards` (gradient checkpointing does not change them)."""
     from config import TrainConfig, resolve
     from envs.skills import load_skills
-    from opsd import pack_batch, teacher_inputs
+    from opsd import pack_batch
+    from prompts import teacher_inputs
     from experience import Experience, score_tokens
     from update import micro_step_loss
 

@@ -117,7 +117,7 @@ def response_text(turn: dict) -> str:
 
 def render_example(tokenizer, turn: dict) -> tuple[list[int], list[int]]:
     """(prompt ids, response ids) of one demonstration turn, in the rollout's / teacher's format."""
-    from opsd import render_chat, teacher_prompt_text
+    from prompts import render_chat, teacher_prompt_text
 
     prompt = (teacher_prompt_text(tokenizer, turn["message"], turn["skill"], turn["context"]) if turn["skill"]
               else render_chat(tokenizer, turn["message"]))
@@ -188,7 +188,7 @@ def build_embedded_model(env_name: str, out_dir: str, seed: int = 0, half: bool 
                          **overrides) -> dict:
     """Collect demonstrations, train the tokenizer and the model, save both (float16 weights when
     `half`); returns a summary, also written to warmstart.json."""
-    from opsd import PRIVILEGED_HEADER
+    from prompts import PRIVILEGED_HEADER
     from tools.tinymodel import build_tokenizer, tiny_model
 
     recipe = {**RECIPES[env_name], **overrides}
