@@ -168,7 +168,7 @@ class TrainConfig:
     """Response positions per output-head chunk (memory bound of the log-prob computation)."""
     max_bad_steps: int = 3
     """Consecutive non-finite losses or gradients before the run stops with an error."""
-    diagnostics_every: int = 1
+    diagnostics_every: int = 5
     """Measure each objective term's gradient norm and the PG-SDAR cosine (grad/*) every N iterations, on
     one micro-batch (an extra forward and one backward per term; 0 = never). The other diagnostics are free."""
 
