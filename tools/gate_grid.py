@@ -28,7 +28,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from tools.compare import curve_band, mean_stderr, pm, read_jsonl, run_one
+from tools.compare import curve_band, mean_stderr, pm, read_jsonl, read_run, run_one
 from tools.warmstart import source_commit
 
 REGIMES = {
@@ -82,6 +82,19 @@ def diagnostic_means(output_dir: str) -> dict:
         values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
         means[key] = sum(values) / len(values) if values else None
     return means
+
+
+def collect(runs_dir: str, jobs: list[tuple[str, str, int]], iterations: int) -> list[dict]:
+    """The planned runs that finished (their last metrics row is the final evaluation at `iterations`)."""
+    runs = []
+    for regime, row, seed in jobs:
+        name = f"{regime}-{row}-seed{seed}"
+        path = os.path.join(runs_dir, name, "metrics.jsonl")
+        if os.path.isfile(path):
+            summary = read_run(os.path.dirname(path))
+            if summary["curve"] and summary["curve"][-1][0] == iterations:
+                runs.append({"regime": regime, "row": row, "seed": seed, "name": name, **summary})
+    return runs
 
 
 def paired_differences(runs: list[dict], regime: str, row: str) -> list[float]:
@@ -144,7 +157,8 @@ def plot(runs: list[dict], plan: dict, path: str) -> None:
         curves_ax.set(title=f"{regime}: eval success, mean ± s.e. over seeds", xlabel="iteration",
                       ylabel="eval success (%)")
         curves_ax.grid(alpha=0.3)
-        curves_ax.legend(fontsize=6)
+        if curves_ax.lines:
+            curves_ax.legend(fontsize=6)
         others = [row for row in rows if row != "grpo" and paired_differences(runs, regime, row)]
         stats = [mean_stderr(paired_differences(runs, regime, row)) for row in others]
         diff_ax.errorbar([100 * m for m, _ in stats], range(len(others)), xerr=[200 * e for _, e in stats],
@@ -170,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="runs at the same time (each gets cores/jobs threads)")
     parser.add_argument("--out", default="results", help="folder for gate_grid.md / .png / .json")
     parser.add_argument("--runs", default=os.path.join("runs", "gate_grid"), help="folder for the runs")
+    parser.add_argument("--collect", action="store_true", help="run nothing: report the finished runs already in "
+                        "--runs (e.g. of a grid stopped early); runs missing from the plan are left out")
     args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     regimes, seeds = args.regimes.split(","), [int(s) for s in args.seeds.split(",")]
     unknown = [name for name in regimes if name not in REGIMES] + \
@@ -181,29 +197,35 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("every regime needs the grpo row: the differences are paired against it")
     jobs = [(regime, row, seed) for seed in seeds for regime in regimes for row in plan[regime]]
     threads = max(1, (os.cpu_count() or 2) // args.jobs)
-    print(f"gate grid: {len(jobs)} runs, {args.jobs} at a time", flush=True)
     start = time.perf_counter()
-    with ThreadPoolExecutor(args.jobs) as pool:
-        futures = [(regime, row, seed, pool.submit(run_one, f"{regime}-{row}-seed{seed}",
-                                                   [*ROWS[row][1], *run_flags(regime, row, seed, args.iterations), *extra],
-                                                   args.runs, threads))
-                   for regime, row, seed in jobs]
-        runs = [{"regime": regime, "row": row, "seed": seed, **future.result()} for regime, row, seed, future in futures]
+    if args.collect:
+        runs = collect(args.runs, jobs, args.iterations)
+        print(f"gate grid: {len(runs)} of the {len(jobs)} planned runs are finished in {args.runs}", flush=True)
+    else:
+        print(f"gate grid: {len(jobs)} runs, {args.jobs} at a time", flush=True)
+        with ThreadPoolExecutor(args.jobs) as pool:
+            futures = [(regime, row, seed, pool.submit(run_one, f"{regime}-{row}-seed{seed}",
+                                                       [*ROWS[row][1], *run_flags(regime, row, seed, args.iterations),
+                                                        *extra], args.runs, threads))
+                       for regime, row, seed in jobs]
+            runs = [{"regime": regime, "row": row, "seed": seed, **future.result()}
+                    for regime, row, seed, future in futures]
     for run in runs:
         run["diagnostics"] = diagnostic_means(os.path.join(args.runs, run["name"]))
     starts = {(r["regime"], r["seed"]): r["curve"][0] for r in runs if r["row"] == "grpo"}
+    runs = [r for r in runs if (r["regime"], r["seed"]) in starts]       # (collect: a seed without its GRPO run)
     for run in runs:
         if run["curve"][0][0] > 0:                      # evaluated at the end only: the start is GRPO's
             run["curve"] = [starts[run["regime"], run["seed"]], *run["curve"]]
     command = "python -m tools.gate_grid " + " ".join(argv)
+    wall = "" if args.collect else f", {(time.perf_counter() - start) / 60:.1f} min wall time ({args.jobs} runs at a time, {threads} thread(s) each)"
     report = (f"# Does the gate help?\n\nEval success (%) on the fixed 128-task panel after {args.iterations} "
               f"iterations, mean ± standard error over seeds; *final - GRPO* is paired by seed, and *vs GRPO* says "
               f"whether it clears two standard errors. Diagnostics (`diagnostics.py`) are per-iteration means: the "
               f"share of groups whose episodes all had the same return, the SDAR term's gradient norm over the PG "
               f"term's and their cosine on one micro-batch, the mean |g - 1/2| on action tokens, and the correlation "
               f"of a step's summed action-token gap with its advantage.\n\n{table(runs, plan)}\n\n"
-              f"Command: `{command}` at commit `{source_commit()}`, {(time.perf_counter() - start) / 60:.1f} min "
-              f"wall time ({args.jobs} runs at a time, {threads} thread(s) each).\n")
+              f"Command: `{command}` at commit `{source_commit()}`{wall}.\n")
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "gate_grid.md"), "w") as handle:
         handle.write(report)
