@@ -3,8 +3,9 @@
 Old, reference and teacher log-probs are computed once per iteration, before any update (with the
 rollout weights), and stored in an `Experience`; the student's are live. Every loss is normalised by
 the token (or sequence) count of the whole mini-batch over all processes and accumulation steps, so
-1 and N processes make the same update on the same samples. The objective itself is
-`objective.sdar_objective`.
+1 and N processes make the same update on the same samples; the exception is `micro-token-mean` (the
+released code's weighting), where each micro-batch is normalised by its own token count. The objective
+itself is `objective.sdar_objective`.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ class Experience:
     Every row is [ left-padded prompt | right-padded response ], the response in the last T columns
     (`opsd.pack_batch`); the teacher's rows hold its privileged prompt and the same response. Log-probs
     are 0 past each response's end. `experience[rows]` is the micro-batch of those rows trimmed to their
-    own longest prompts and response (`take_rows`), so how samples are grouped into micro-batches never
-    changes a number.
+    own longest prompts and response (`take_rows`), so under a global normalisation (token-mean, the seq
+    modes) how samples are grouped into micro-batches never changes a number; under `micro-token-mean`
+    it sets each sample's weight (`update_policy`).
     """
     input_ids: torch.Tensor               # (N, P+T)
     attention_mask: torch.Tensor          # (N, P+T)
@@ -179,6 +181,25 @@ def skip_step(optimizer, state: dict, step_sums: dict, max_bad_steps: int, print
                                  f"(max_bad_steps={max_bad_steps})")
 
 
+def minibatch_rows(num_rows: int, num_minibatches: int, size: int, generator: torch.Generator | None = None,
+                   sort_key=None) -> list[list[int]]:
+    """The rows of each of `num_minibatches` mini-batches of one epoch; micro-batches are consecutive runs
+    of a mini-batch's rows, so this order also decides which samples share a micro-batch.
+
+    This project (`generator` given): a random permutation cut into nearly equal parts, each sorted by
+    `sort_key` so rows of similar length share a micro-batch (less padding; under a global token mean the
+    grouping changes no number). The released code (`generator` None): verl's `split(size)` of the rows in
+    the order the trainer built them (`shuffle: False`, no sorting), with `size` the per-process
+    mini-batch: fixed blocks of consecutive rows, the last one shorter and any further ones empty. Under
+    the released per-micro-batch token mean that order decides every sample's weight.
+    """
+    if generator is None:
+        return [list(range(min(k * size, num_rows), min((k + 1) * size, num_rows))) for k in range(num_minibatches)]
+    order = torch.randperm(num_rows, generator=generator)                      # (num_rows,)
+    parts = [part.tolist() for part in torch.tensor_split(order, num_minibatches)]
+    return [sorted(part, key=sort_key) if sort_key else part for part in parts]
+
+
 def update_policy(model, optimizer, accelerator, experience: Experience, cfg, generator: torch.Generator,
                   state: dict, iteration: int = 0) -> dict:
     """Mini-batch updates over this process's experience at training iteration `iteration`; returns the
@@ -189,7 +210,9 @@ def update_policy(model, optimizer, accelerator, experience: Experience, cfg, ge
     collective operations stay in step). A non-finite gradient skips the step (counted in `state`).
     Logged losses are each micro-batch's own mean, averaged with its token (or row) count as weight.
     `micro-token-mean` (the released code's weighting) normalises each micro-batch by its own token count
-    times the number of accumulation steps instead of by the mini-batch's count.
+    times the number of accumulation steps instead of by the mini-batch's count. `--parity released` takes
+    the rows in the trainer's order in fixed blocks (`minibatch_rows`) and counts the accumulation steps a
+    full mini-batch has (a shorter last one weighs less), as the released code (verl's dp_actor) does.
     """
     world, micro = accelerator.num_processes, cfg.micro_batch_size
     per_process = cfg.mini_batch_size // world
@@ -199,22 +222,23 @@ def update_policy(model, optimizer, accelerator, experience: Experience, cfg, ge
     response_lengths = experience.response_mask.sum(-1).tolist()
     per_token = cfg.loss_agg in ("token-mean", "micro-token-mean")
     sums, weight, grad_norms = {}, 0.0, []
+    released_order = cfg.parity == "released"
     for _ in range(cfg.ppo_epochs):
-        order = torch.randperm(len(experience), generator=generator)
-        for minibatch in range(num_minibatches):
-            rows = torch.tensor_split(order, num_minibatches)[minibatch].tolist()
-            rows.sort(key=lambda i: lengths[i])                                    # less padding, same sum
+        splits = (minibatch_rows(len(experience), num_minibatches, per_process) if released_order
+                  else minibatch_rows(len(experience), num_minibatches, per_process, generator, lambda i: lengths[i]))
+        for rows in splits:
             count = sum(response_lengths[i] if per_token else int(response_lengths[i] > 0) for i in rows)
             counts = accelerator.gather(torch.tensor([count, len(rows)], device=accelerator.device).view(1, 2))
             shared = max(1, counts[:, 0].sum().item()) / world                    # DDP averages over processes
             num_micro = max(1, math.ceil(counts[:, 1].max().item() / micro))
+            accumulation = per_process // micro if released_order else num_micro   # verl: the configured count
             step_sums, step_weight = {}, 0.0
             for k in range(num_micro):
                 micro_rows = rows[k * micro:(k + 1) * micro]
                 batch = experience[micro_rows or [0]]
                 mask = batch.response_mask * torch.tensor(1.0 if micro_rows else 0.0)  # (b, T) dummy row: all 0
                 own_count = float(mask.sum() if per_token else (mask.sum(-1) > 0).sum())
-                denominator = max(own_count, 1.0) * num_micro if cfg.loss_agg == "micro-token-mean" else shared
+                denominator = max(own_count, 1.0) * accumulation if cfg.loss_agg == "micro-token-mean" else shared
                 sync = nullcontext() if k == num_micro - 1 else accelerator.no_sync(model)
                 with sync:
                     with accelerator.autocast():
