@@ -134,10 +134,14 @@ def build_experience(model, reference, tokenizer, samples, advantages: torch.Ten
 
 def objective_coefficients(cfg, iteration: int = 0) -> dict:
     """The keyword arguments of `sdar_objective` that come from the config, at training iteration `iteration`
-    (RLSD's strength decays linearly to 0 over `rlsd_decay_iterations`, as in the released code)."""
+    (from 0). RLSD's strength decays linearly to 0 over `rlsd_decay_iterations`: lam (1 - step / 100). The
+    released code (`rlsd_ray_trainer._get_rlsd_lambda`) counts verl's `global_steps` from 1, so under
+    `--parity released` step = iteration + 1 (0.495 at the first update, 0 at the 100th); here step =
+    iteration (0.5 at the first update)."""
     names = ("pg_coef", "kl_coef", "entropy_coef", "sdar_coef", "beta", "gate", "skill_sd_coef",
              "skill_sd_rho_grad", "clip_low", "clip_high", "dual_clip")
-    decay = max(0.0, 1.0 - iteration / cfg.rlsd_decay_iterations) if cfg.rlsd_decay_iterations > 0 else 1.0
+    step = iteration + 1 if cfg.parity == "released" else iteration
+    decay = max(0.0, 1.0 - step / cfg.rlsd_decay_iterations) if cfg.rlsd_decay_iterations > 0 else 1.0
     return {**{name: getattr(cfg, name) for name in names}, "rlsd_lam": cfg.rlsd_lam * decay, "agg": cfg.loss_agg,
             "norm_length": cfg.max_new_tokens}
 

@@ -167,14 +167,40 @@ def test_chat_templates_get_thinking_off(tokenizer):
 
 
 def test_rlsd_strength_decays_linearly_as_released():
+    """Released: lam (1 - global_steps / 100) with global_steps from 1, so 0.495 at the first update
+    (iteration 0) and 0 at the 100th (iteration 99); this project counts from 0."""
     from config import TrainConfig, resolve
     from update import objective_coefficients
 
-    cfg = resolve(TrainConfig(method="rlsd"))
-    lam = [objective_coefficients(cfg, i)["rlsd_lam"] for i in (0, 50, 100, 150)]
-    assert lam == pytest.approx([0.5, 0.25, 0.0, 0.0])
-    cfg.rlsd_decay_iterations = 0
-    assert objective_coefficients(cfg, 150)["rlsd_lam"] == 0.5
+    released = resolve(TrainConfig(method="rlsd", parity="released"))
+    lam = [objective_coefficients(released, i)["rlsd_lam"] for i in (0, 1, 49, 98, 99, 150)]
+    assert lam == pytest.approx([0.495, 0.49, 0.25, 0.005, 0.0, 0.0])
+    project = resolve(TrainConfig(method="rlsd"))
+    lam = [objective_coefficients(project, i)["rlsd_lam"] for i in (0, 50, 99, 100, 150)]
+    assert lam == pytest.approx([0.5, 0.25, 0.005, 0.0, 0.0])
+    project.rlsd_decay_iterations = 0
+    assert objective_coefficients(project, 150)["rlsd_lam"] == 0.5
+
+
+@pytest.mark.parametrize("parity,ratio,expected", [
+    ("released", 0.1, [0.0, 1 / 15, 2 / 15, 14 / 15, 1.0, 1.0]),   # verl: lr s / 15, 0 at the first step
+    ("project", 0.1, [1 / 15, 2 / 15, 3 / 15, 1.0, 1.0, 1.0]),
+    ("released", 0.0, [1.0] * 6),
+    ("project", 0.0, [1.0] * 6),
+])
+def test_warm_up_as_verl_under_parity(parity, ratio, expected):
+    from config import TrainConfig
+    from train import make_optimizer
+
+    cfg = TrainConfig(parity=parity, warmup_ratio=ratio, iterations=150, lr=1.0)
+    optimizer, scheduler = make_optimizer(cfg, torch.nn.Linear(2, 1))
+    factors = []
+    for step in range(20):
+        if step in (0, 1, 2, 14, 15, 19):
+            factors.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert factors == pytest.approx(expected)
 
 
 def test_in_prompt_skills_go_after_the_first_line(tokenizer):
