@@ -212,6 +212,7 @@ def test_skill_sd_clamps_one_side_as_released():
     loss = skill_sd_loss(student, old, teacher, mask, agg="seq-mean-token-sum")
     loss.backward()
     e = math.exp(-1.0)
-    torch.testing.assert_close(loss, torch.tensor(e * (math.exp(-29.0) + 28.0) + e * (math.exp(20.0) - 21.0), dtype=F64))
+    expected = e * (math.exp(-29.0) + 28.0) + e * (math.exp(20.0) - 21.0)
+    torch.testing.assert_close(loss, torch.tensor(expected, dtype=F64))
     torch.testing.assert_close(student.grad, torch.tensor([[29.0 * e, e * (math.exp(20.0) - 21.0)]], dtype=F64))
     assert student.grad[0, 0].item() == pytest.approx(10.668, abs=1e-3)

@@ -110,7 +110,8 @@ def test_released_micro_batches_give_the_released_sample_weights(parity, loss_ag
     def sample_mean(row):                        # mean over the row's tokens of l_t = -A exp(logp - old)
         batch = experience[[row]]
         logp, _ = token_logprobs(model, batch.input_ids, batch.attention_mask, batch.response_mask.shape[1])
-        return (-batch.advantages[:, None] * torch.exp(logp - batch.old_logp) * batch.response_mask).sum() / lengths[row]
+        loss = -batch.advantages[:, None] * torch.exp(logp - batch.old_logp) * batch.response_mask   # (1, t)
+        return loss.sum() / lengths[row]
 
     expected = _gradient_of(model, sum(w * sample_mean(row) for row, w in enumerate(weights)))
     model = tiny_model_factory(seed=0)
