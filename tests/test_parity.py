@@ -212,6 +212,10 @@ def test_in_prompt_skills_go_after_the_first_line(tokenizer):
     assert placed == ("Your task is to: put a mug in desk 1.\n" + PRIVILEGED_HEADER + "Mugs live in cabinets.\n\n"
                       "Now at step 1 of 50. Observation: a room.")
     assert privileged_message("one line", "S") == PRIVILEGED_HEADER + "S\n\none line"
+    # a template that opens with a newline: the skills still follow its first sentence
+    assert privileged_message("\n  \nYou are an agent.\nTask: x", "S") == \
+        "\n  \nYou are an agent.\n" + PRIVILEGED_HEADER + "S\n\nTask: x"
+    assert privileged_message("\nonly line", "S") == PRIVILEGED_HEADER + "S\n\n\nonly line"
     text = teacher_prompt_text(tokenizer, message, "Mugs live in cabinets.", mode="in_prompt")
     assert text.index("put a mug") < text.index(PRIVILEGED_HEADER) < text.index("Now at step 1")
 
