@@ -248,7 +248,7 @@ def train(cfg: TrainConfig) -> dict:
         with accelerator.autocast():
             experience, timings = build_experience(policy, reference, tokenizer, samples, advantages, cfg)
 
-        # 4. Update: shuffled mini-batches of the SDAR objective, one optimizer step each.
+        # 4. Update: mini-batches of the SDAR objective (shuffled; in order under --parity released), one step each.
         update_start = time.perf_counter()
         model.train()
         generator = torch.Generator().manual_seed(task_seed(cfg.seed, iteration, 20_000 + rank))
