@@ -241,6 +241,10 @@ PARITY_ENV_KWARGS = {
     "released": {"clip_observations": False, "action_parse": "released"},
 }
 PARITY_ENV_KWARGS_SEARCH = {"released": {"last_turn_hint": False}}
+# Per-env switches with a non-None default: applied unless the user set the field (flag or YAML key).
+# Released `ppo_micro_batch_size_per_gpu`: 32 (ALFWorld), 16 (Search-QA), 8 (WebShop).
+PARITY_PER_ENV = {"released": {"alfworld": dict(micro_batch_size=32), "search": dict(micro_batch_size=16),
+                               "webshop": dict(micro_batch_size=8)}}
 
 
 CHOICES = {
@@ -267,10 +271,17 @@ EMBEDDED_DEFAULTS = dict(
 REAL_ENV_PACKAGES = {"alfworld": "alfworld"}  # WebShop is a checkout, checked by RealWebShop.check_kwargs
 
 
-def resolve(cfg: TrainConfig) -> TrainConfig:
-    """Fill every None that has an env, parity or method default (explicit values always win)."""
+def resolve(cfg: TrainConfig, given: set[str] | None = None) -> TrainConfig:
+    """Fill every None that has an env, parity or method default (explicit values always win), and the
+    per-env parity values of fields not in `given`, the fields the user set (None: those that differ
+    from the dataclass default)."""
     for name, value in PARITY.get(cfg.parity, {}).items():
         if getattr(cfg, name) is None:
+            setattr(cfg, name, value)
+    if given is None:
+        given = {f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != f.default}
+    for name, value in PARITY_PER_ENV.get(cfg.parity, {}).get(cfg.env_name, {}).items():
+        if name not in given:
             setattr(cfg, name, value)
     if cfg.final_eval_tasks is None:
         cfg.final_eval_tasks = -1 if cfg.parity == "released" and cfg.env_name == "search" else 0
@@ -447,4 +458,8 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
         parser.set_defaults(**EMBEDDED_DEFAULTS)
     parser.set_defaults(**values)
     (cfg,) = parser.parse_args_into_dataclasses(args=argv)
-    return resolve(cfg)
+    probe = HfArgumentParser(TrainConfig, add_help=False)      # which flags were given, however spelled
+    unset = object()
+    probe.set_defaults(**{name: unset for name in known})
+    flags, _ = probe.parse_known_args(argv)
+    return resolve(cfg, set(values) | {name for name, value in vars(flags).items() if value is not unset})

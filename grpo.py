@@ -134,14 +134,16 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
     return aggregate(loss, mask, agg, denominator, norm_length), metrics
 
 
-def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor, clamp: float | None = 10.0) -> torch.Tensor:
+def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor, clamp: float | None = 10.0,
+          low: float | None = -20.0) -> torch.Tensor:
     """k3 estimate of KL(policy || reference) per sampled token: exp(d) - d - 1, d = ref_logp - logp.
 
-    logp, ref_logp `(B, T)`; returns `(B, T)`. d is clamped to [-20, 20] and the result to
+    logp, ref_logp `(B, T)`; returns `(B, T)`. d is clamped to [low, 20] and the result to
     [-clamp, clamp] (10 in the released code's KL penalty), so one very unlikely token cannot blow up
-    the loss; `clamp=None` leaves the result unclamped (the Skill-SD term).
+    the loss; `clamp=None` leaves the result unclamped and `low=None` clamps d above only (both: the
+    Skill-SD term). The upper bound alone keeps exp(d) finite; below it k3 grows like -d, linearly.
     """
-    d = (ref_logp - logp).clamp(-20.0, 20.0)                         # (B, T)
+    d = (ref_logp - logp).clamp(low, 20.0)                           # (B, T)
     k3 = torch.exp(d) - d - 1.0                                      # (B, T)
     return k3 if clamp is None else k3.clamp(-clamp, clamp)          # (B, T)
 
@@ -154,11 +156,14 @@ def skill_sd_loss(student_logp: torch.Tensor, old_logp: torch.Tensor, teacher_lo
     All inputs `(B, T)`. k3 with d = teacher_logp - student_logp estimates KL(student || teacher) from
     the student's own samples; rho_t corrects for the samples coming from the rollout policy. In the
     released code the gradient also flows through rho_t (`rho_grad=True`), which adds rho_t k3_t to
-    each token's gradient; `rho_grad=False` treats rho_t as a constant weight.
+    each token's gradient; `rho_grad=False` treats rho_t as a constant weight. As released, d is clamped
+    on one side only (d <= 20, i.e. -l <= 20 with l = student_logp - teacher_logp): a token the student
+    likes far more than the teacher (l > 20) keeps its gradient rho_t (1 - e^-l + k3_t), which a clamp of
+    d to [-20, 20] would cut to rho_t k3_t with k3_t frozen at 19 + e^-20.
     """
     rho = torch.exp((student_logp - old_logp).clamp(max=10.0))      # (B, T)
     rho = rho if rho_grad else rho.detach()                          # (B, T)
-    k3 = kl_k3(student_logp, teacher_logp.detach(), clamp=None)      # (B, T)
+    k3 = kl_k3(student_logp, teacher_logp.detach(), clamp=None, low=None)  # (B, T)
     return aggregate(rho * k3, mask, agg, denominator, norm_length)
 
 

@@ -75,12 +75,18 @@ def reduce_mean(accelerator, metrics: dict) -> dict:
 
 
 def iteration_metrics(accelerator, roll: dict, num_samples: int, extra: dict) -> dict:
-    """The rollout's train/* metrics and `extra` (losses, timings), averaged over processes. Success per
-    task type is kept on one process only: the task types differ between processes."""
+    """The rollout's train/* metrics and `extra` (losses, timings), averaged over processes, and
+    `rollout/truncated_prompts`, the student prompts cut to `max_prompt_length` summed over processes (never
+    silent: the released code stops there). Success per task type is kept on one process only: the task
+    types differ between processes."""
     metrics = {"train/reward": roll["return"], "train/success": roll["success"], "train/score": roll["score"],
                "train/invalid_rate": roll["invalid_rate"], "train/episode_length": roll["episode_length"],
                "train/step_samples": num_samples, "perf/rollout_tok_s": roll["tokens_per_s"], **extra}
     metrics = reduce_mean(accelerator, metrics)
+    truncated = torch.tensor([float(roll["truncated_prompts"])], device=accelerator.device)   # (1,)
+    if accelerator.num_processes > 1:
+        truncated = accelerator.reduce(truncated, reduction="sum")
+    metrics["rollout/truncated_prompts"] = int(truncated.item())    # a count over all processes, not a mean
     if accelerator.num_processes == 1:
         metrics.update({f"train/{k}": v for k, v in roll.items() if k.startswith("success/")})
     return metrics

@@ -29,10 +29,16 @@ def with_privileged(text: str, privileged_text: str) -> str:
 
 
 def privileged_message(user_message: str, privileged_text: str) -> str:
-    """The user message with the privileged block after its first line, where the paper's Appendix E puts
-    the skills (after the task line in ALFWorld, after the first line in WebShop and Search-QA)."""
-    first, newline, rest = user_message.partition("\n")
-    return first + "\n" + with_privileged(rest, privileged_text) if newline else with_privileged(first, privileged_text)
+    """The user message with the privileged block after its first non-empty line, where the paper's
+    Appendix E puts the skills (after the task line in ALFWorld, after the first line in WebShop and
+    Search-QA). Blank lines before it are skipped, so a template that opens with a newline (as the
+    released verl-agent templates do) still gets the skills after its first sentence, not at the top;
+    a message of one line gets them in front."""
+    lines = user_message.split("\n")
+    first = next((k for k, line in enumerate(lines) if line.strip()), len(lines))
+    if first >= len(lines) - 1:
+        return with_privileged(user_message, privileged_text)
+    return "\n".join(lines[:first + 1]) + "\n" + with_privileged("\n".join(lines[first + 1:]), privileged_text)
 
 
 def teacher_prompt_text(tokenizer, user_message: str, privileged_text: str, mode: str = "prefix") -> str:

@@ -60,6 +60,7 @@ class StepSample:
     episode_return: float = 0.0      # the episode's return (set at episode end)
     won: bool = False                # the episode succeeded (set at episode end)
     response_text: str = ""
+    prompt_truncated: bool = False   # the prompt was longer than max_prompt_length and lost its start
     extra: dict = field(default_factory=dict)
 
 
@@ -286,7 +287,7 @@ def play_episodes(model, tokenizer, envs: list[Env], seeds: list[int], group_ids
     for turn in range(max_turns):
         if not active:
             break
-        messages, prompts = {}, []
+        messages, prompts, truncated = {}, [], {}
         for i in active:
             message = envs[i].render_prompt(observations[i], histories[i], infos[i], config.history_length)
             if getattr(skill_fn, "per_turn", False):      # a rule that reads each turn's prompt
@@ -297,6 +298,7 @@ def play_episodes(model, tokenizer, envs: list[Env], seeds: list[int], group_ids
             text = (teacher_prompt_text(tokenizer, message, skills[i][0], config.teacher_context)
                     if config.teacher_context else render_chat(tokenizer, message))
             ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            truncated[i] = len(ids) > config.max_prompt_length
             prompts.append(ids[-config.max_prompt_length:])
         tags = STOP_TAGS.get(envs[active[0]].name, ("</action>",)) if config.stop_at_action else ()
         start = time.perf_counter()
@@ -311,7 +313,7 @@ def play_episodes(model, tokenizer, envs: list[Env], seeds: list[int], group_ids
             trajectories[i].append(StepSample(
                 prompt_ids=prompt_ids, response_ids=response_ids, user_message=messages[i], group_id=group_ids[i],
                 traj_id=i, turn=turn, valid=valid, task_type=infos[i]["task_type"], skill_text=skills[i][0],
-                skill_category=skills[i][1], response_text=text))
+                skill_category=skills[i][1], response_text=text, prompt_truncated=truncated[i]))
             rewards[i].append(float(reward))
             histories[i].append((observations[i], action))
             observations[i], infos[i] = observation, info
@@ -326,7 +328,8 @@ def play_episodes(model, tokenizer, envs: list[Env], seeds: list[int], group_ids
 
 def episode_metrics(infos: list[dict], trajectories: list[list[StepSample]], returns: list[float],
                     tokens: int, generate_seconds: float) -> dict:
-    """Success overall and per task type, return, length, invalid rate and generation speed."""
+    """Success overall and per task type, return, length, invalid rate, generation speed, and how many
+    prompts were left-truncated to `max_prompt_length` (the released code raises there instead)."""
     n = max(1, len(infos))
     by_type = defaultdict(list)
     for info in infos:
@@ -338,6 +341,7 @@ def episode_metrics(infos: list[dict], trajectories: list[list[StepSample]], ret
         "return": sum(returns) / n,
         "episode_length": len(steps) / n,
         "invalid_rate": sum(not s.valid for s in steps) / max(1, len(steps)),
+        "truncated_prompts": sum(s.prompt_truncated for s in steps),
         "tokens": tokens,
         "generate_s": generate_seconds,
         "tokens_per_s": tokens / generate_seconds if generate_seconds > 0 else 0.0,

@@ -98,11 +98,13 @@ def load_models(cfg: TrainConfig, resume_from: str | None, accelerator):
 
 
 def make_optimizer(cfg: TrainConfig, model):
-    """AdamW on the trainable parameters and a linear warm-up over the first `warmup_ratio` of iterations."""
+    """AdamW on the trainable parameters and a linear warm-up over the first W = `warmup_ratio` x iterations:
+    lr (s + 1) / W at step s (from 0), or, under `--parity released`, verl's s / W (lr 0 at the first step)."""
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                                   betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
-    warmup = max(1, int(cfg.warmup_ratio * cfg.iterations))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: min(1.0, (it + 1) / warmup))
+    warmup, first = int(cfg.warmup_ratio * cfg.iterations), 0 if cfg.parity == "released" else 1
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
+                                                  lambda it: min(1.0, (it + first) / warmup) if warmup else 1.0)
     return optimizer, scheduler
 
 
@@ -289,7 +291,7 @@ def train(cfg: TrainConfig) -> dict:
             experience, timings = build_experience(policy, run.reference, run.tokenizer, samples, advantages, cfg)
         found, histograms = diagnostics(run, samples, experience, advantages, iteration)   # at the rollout weights
 
-        # 4. Update: shuffled mini-batches of the SDAR objective, one optimizer step each.
+        # 4. Update: mini-batches of the SDAR objective (shuffled; in order under --parity released), one step each.
         update_start = time.perf_counter()
         run.model.train()
         generator = torch.Generator().manual_seed(task_seed(cfg.seed, iteration, MINIBATCHES + rank))

@@ -21,10 +21,14 @@ from opsd import logprobs_from_hidden, response_hidden, unwrap, vocab_divergence
 
 def objective_coefficients(cfg, iteration: int = 0) -> dict:
     """The keyword arguments of `sdar_objective` that come from the config, at training iteration `iteration`
-    (RLSD's strength decays linearly to 0 over `rlsd_decay_iterations`, as in the released code)."""
+    (from 0). RLSD's strength decays linearly to 0 over `rlsd_decay_iterations`: lam (1 - step / 100). The
+    released code (`rlsd_ray_trainer._get_rlsd_lambda`) counts verl's `global_steps` from 1, so under
+    `--parity released` step = iteration + 1 (0.495 at the first update, 0 at the 100th); here step =
+    iteration (0.5 at the first update)."""
     names = ("pg_coef", "kl_coef", "entropy_coef", "sdar_coef", "beta", "gate", "skill_sd_coef",
              "skill_sd_rho_grad", "clip_low", "clip_high", "dual_clip")
-    decay = max(0.0, 1.0 - iteration / cfg.rlsd_decay_iterations) if cfg.rlsd_decay_iterations > 0 else 1.0
+    step = iteration + 1 if cfg.parity == "released" else iteration
+    decay = max(0.0, 1.0 - step / cfg.rlsd_decay_iterations) if cfg.rlsd_decay_iterations > 0 else 1.0
     return {**{name: getattr(cfg, name) for name in names}, "rlsd_lam": cfg.rlsd_lam * decay, "agg": cfg.loss_agg,
             "norm_length": cfg.max_new_tokens}
 
@@ -66,7 +70,8 @@ class Normaliser:
     mini-batch over all processes, and DDP's gradient average over processes is undone by multiplying
     that count by 1/world: the sum over micro-batches and processes is then one big batch's mean.
     `micro-token-mean` (the released code's weighting) divides by each micro-batch's own count times the
-    number of accumulation steps instead, which does depend on the grouping.
+    number of accumulation steps instead, which does depend on the grouping; under `--parity released` that
+    number is the one a full mini-batch has (a shorter last mini-batch weighs less), as verl's dp_actor does.
     Every process runs the same number of micro-batches (the collective operations must stay in step);
     a process with fewer rows runs zero-weight dummy rows.
     """
@@ -79,6 +84,8 @@ class Normaliser:
         counts = accelerator.gather(torch.tensor([count, len(rows)], device=accelerator.device).view(1, 2))
         self.shared = max(1, counts[:, 0].sum().item()) / accelerator.num_processes
         self.num_micro = max(1, math.ceil(counts[:, 1].max().item() / cfg.micro_batch_size))
+        per_process = cfg.mini_batch_size // accelerator.num_processes
+        self.accumulation = per_process // cfg.micro_batch_size if cfg.parity == "released" else self.num_micro
 
     def own_count(self, mask: torch.Tensor) -> float:
         """Tokens (or sequences) of one micro-batch's mask `(b, T)`."""
@@ -86,19 +93,39 @@ class Normaliser:
 
     def denominator(self, mask: torch.Tensor) -> float:
         """What this micro-batch's summed loss is divided by."""
-        return max(self.own_count(mask), 1.0) * self.num_micro if self.micro_token_mean else self.shared
+        return max(self.own_count(mask), 1.0) * self.accumulation if self.micro_token_mean else self.shared
+
+
+def minibatch_rows(num_rows: int, num_minibatches: int, size: int, generator: torch.Generator | None = None,
+                   sort_key=None) -> list[list[int]]:
+    """The rows of each of `num_minibatches` mini-batches of one epoch; micro-batches are consecutive runs
+    of a mini-batch's rows, so this order also decides which samples share a micro-batch.
+
+    This project (`generator` given): a random permutation cut into nearly equal parts, each sorted by
+    `sort_key` so rows of similar length share a micro-batch (less padding; under a global token mean the
+    grouping changes no number). The released code (`generator` None): verl's split of the rows in the
+    order the trainer built them (`shuffle: False`, no sorting) into blocks of `size` (the per-process
+    mini-batch), the last one shorter and any further ones empty. Under the released per-micro-batch token
+    mean that order decides every sample's weight.
+    """
+    if generator is None:
+        return [list(range(min(k * size, num_rows), min((k + 1) * size, num_rows))) for k in range(num_minibatches)]
+    order = torch.randperm(num_rows, generator=generator)                      # (num_rows,)
+    parts = [part.tolist() for part in torch.tensor_split(order, num_minibatches)]
+    return [sorted(part, key=sort_key) if sort_key else part for part in parts]
 
 
 def split_minibatches(experience: Experience, accelerator, cfg, generator: torch.Generator) -> list[list[int]]:
-    """One epoch's mini-batches of this process's rows: K = ceil(N / per-process mini-batch) nearly equal
-    parts of a random permutation (K agrees over processes), each sorted by length (less padding)."""
+    """One epoch's mini-batches of this process's rows (`minibatch_rows`): K = ceil(N / per-process
+    mini-batch) of them, K agreeing over processes; shuffled and length-sorted, or in the trainer's order
+    under `--parity released`."""
     per_process = cfg.mini_batch_size // accelerator.num_processes
     sizes = accelerator.gather(torch.tensor([len(experience)], device=accelerator.device)).tolist()
     num_minibatches = max(1, max(math.ceil(n / per_process) for n in sizes))
+    if cfg.parity == "released":
+        return minibatch_rows(len(experience), num_minibatches, per_process)
     lengths = experience.attention_mask.sum(-1).tolist()                            # prompt + response tokens
-    order = torch.randperm(len(experience), generator=generator)
-    minibatches = [part.tolist() for part in torch.tensor_split(order, num_minibatches)]
-    return [sorted(rows, key=lambda i: lengths[i]) for rows in minibatches]
+    return minibatch_rows(len(experience), num_minibatches, per_process, generator, lambda i: lengths[i])
 
 
 def skip_step(optimizer, state: dict, step_sums: dict, max_bad_steps: int, print_fn) -> None:
@@ -121,7 +148,8 @@ def update_policy(model, optimizer, accelerator, experience: Experience, cfg, ge
                   state: dict, iteration: int = 0) -> dict:
     """Mini-batch updates over this process's experience at training iteration `iteration`; returns the
     metrics averaged over steps. Logged losses are each micro-batch's own mean, weighted by its token (or
-    row) count. A non-finite gradient skips the step (counted in `state`)."""
+    row) count. A non-finite gradient skips the step (counted in `state`). Shuffled mini-batches; in the
+    trainer's order under `--parity released` (`split_minibatches`)."""
     sums, weight, grad_norms = {}, 0.0, []
     for _ in range(cfg.ppo_epochs):
         for rows in split_minibatches(experience, accelerator, cfg, generator):

@@ -2,7 +2,8 @@
 
 A skill folder (this repo's `skills/`, or a user's SkillBank given as `skills_dir`) holds one subfolder
 per environment: `<env>/general.md` with advice for every task and `<env>/<category>.md` for one task
-category, plus an optional `<env>/mapping.json` for the released rules (below). Retrieval modes:
+category, plus an optional `<env>/mapping.json` for the released rules (below); the released SkillBank's
+own names (`general_skills.md`, `skill_mapping.json`) are read too. Retrieval modes:
     keyword   general + the category chosen by the env's keyword rules (the paper's default, "KM")
     full      every file
     random    one file drawn at random
@@ -13,12 +14,19 @@ category, plus an optional `<env>/mapping.json` for the released rules (below). 
               hotpotqa, 2wikimultihopqa, musique, bamboogle -> multi_hop; anything else -> general only)
 Skills are training-only: the student never sees them (except the Skill-GRPO baseline).
 
-`mapping.json` (optional, per env) says how a released SkillBank names its files:
+`mapping.json` (optional, per env) says how a user's folder names its files:
     {"task_to_skill": {"<task type or data source>": "<file stem>", ...},
      "keywords": {"<file stem>": ["keyword", ...], ...}}
-Without it, task types and data sources map to this project's category names, and WebShop's keywords
-are `envs.webshop.CATEGORY_KEYWORDS`. Keywords match as plain substrings of the lower-cased prompt, as
-released (so a short keyword such as "hat" also fires on "that").
+The released SkillBank's own layout is read as it ships: `<env>/general_skills.md` for the general
+skills and `<env>/skill_mapping.json` with
+    {"skill_files": {"<category>": "<file name>", ...},
+     "task_to_skill": {"<task type or data source>": "<category>", ...},
+     "task_keywords": {"<task type>": ["keyword", ...], ...}}
+(a task type's keywords select its category). Without a mapping, task types and data sources map to
+this project's category names, and WebShop's keywords are `envs.webshop.CATEGORY_KEYWORDS`. Keywords
+match as plain substrings of the lower-cased prompt, as released (so a short keyword such as "hat" also
+fires on "that"); a WebShop goal that asks "which ... or ..." without the word "for" also selects the
+`comparison` category (`envs.webshop.asks_to_compare`), as released.
 """
 
 from __future__ import annotations
@@ -31,58 +39,115 @@ from collections import defaultdict
 
 SKILLS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "skills")
 RETRIEVAL_MODES = ("keyword", "full", "random", "ucb", "released")
+GENERAL_FILES = ("general.md", "general_skills.md")       # this project's name, the released SkillBank's
+MAPPING_FILES = ("mapping.json", "skill_mapping.json")
 # Search-R1 data sources -> this project's Search-QA skill categories (the released rule).
 SOURCE_CATEGORY = {"nq": "direct_retrieval", "triviaqa": "direct_retrieval", "popqa": "attribute_lookup",
                    "hotpotqa": "multi_hop", "2wikimultihopqa": "multi_hop", "musique": "multi_hop",
                    "bamboogle": "multi_hop"}
 
 
+def _env_folder(env_name: str, skills_dir: str | None) -> str:
+    return os.path.join(os.path.expanduser(skills_dir or SKILLS_DIR), env_name)
+
+
+def _first_file(folder: str, names: tuple[str, ...]) -> str | None:
+    """The first of `names` that exists in `folder` (None: none does)."""
+    return next((name for name in names if os.path.isfile(os.path.join(folder, name))), None)
+
+
 def load_skills(env_name: str, skills_dir: str | None = None) -> dict[str, str]:
-    """{file stem: text} for one environment, `general` first."""
-    folder = os.path.join(os.path.expanduser(skills_dir or SKILLS_DIR), env_name)
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"no skill folder {folder}; expected skills/{env_name}/general.md and one "
-                                f"file per task category")
-    names = sorted(f[:-3] for f in os.listdir(folder) if f.endswith(".md"))
-    names.sort(key=lambda name: name != "general")
-    return {name: open(os.path.join(folder, name + ".md"), encoding="utf-8").read().strip() for name in names}
+    """{file stem or category: text} for one environment, `general` first. Files the mapping names
+    (`skill_files` of the released layout) are keyed by their category, the others by their stem."""
+    folder = _env_folder(env_name, skills_dir)
+    general = _first_file(folder, GENERAL_FILES) if os.path.isdir(folder) else None
+    if general is None:
+        raise FileNotFoundError(f"no skill folder {folder} with general.md or general_skills.md; expected "
+                                f"skills/{env_name}/general.md and one file per task category")
+    named = load_mapping(env_name, skills_dir)["files"]
+    by_file = {file: stem for stem, file in named.items()}
+    files = sorted(f for f in os.listdir(folder) if f.endswith(".md") and f != general and f not in by_file)
+    stems = {"general": general, **{f[:-3]: f for f in files}, **named}
+    return {stem: open(os.path.join(folder, file), encoding="utf-8").read().strip() for stem, file in stems.items()}
+
+
+def _released_mapping(raw: dict, path: str) -> dict:
+    """The released `skill_mapping.json` in this module's terms: categories are the stems, and each task
+    type's keywords select the category its `task_to_skill` entry names (itself when it has none)."""
+    form = ('{"skill_files": {category: file}, "task_to_skill": {task type: category}, "task_keywords": '
+            '{task type: [keyword, ...]}} (each part optional)')
+    _check_shape(raw, {"skill_files": _is_text, "task_to_skill": _is_text, "task_keywords": _is_words}, path, form,
+                 strict=False)
+    task_to_skill = raw.get("task_to_skill", {})
+    mapping = {"task_to_skill": task_to_skill, "files": dict(raw.get("skill_files", {}))}
+    if "task_keywords" in raw:
+        mapping["keywords"] = {}
+        for task_type, words in raw["task_keywords"].items():
+            mapping["keywords"].setdefault(task_to_skill.get(task_type, task_type), []).extend(words)
+    return mapping
+
+
+def _is_text(value) -> bool:
+    return isinstance(value, str)
+
+
+def _is_words(value) -> bool:
+    return isinstance(value, list) and all(isinstance(word, str) for word in value)
+
+
+def _check_shape(mapping, shapes: dict, path: str, form: str, strict: bool) -> None:
+    """ValueError naming `form` unless `mapping` is an object whose `shapes` keys hold objects of valid
+    values; `strict` also refuses other keys (the released file may carry more than the rules read)."""
+    if not isinstance(mapping, dict) or (strict and set(mapping) - set(shapes)) or not all(
+            isinstance(mapping.get(key, {}), dict) and all(shape(v) for v in mapping.get(key, {}).values())
+            for key, shape in shapes.items()):
+        raise ValueError(f"{path} must be {form}")
 
 
 def load_mapping(env_name: str, skills_dir: str | None = None) -> dict:
-    """The folder's `mapping.json` ({} when there is none); ValueError in one line when it is malformed."""
-    path = os.path.join(os.path.expanduser(skills_dir or SKILLS_DIR), env_name, "mapping.json")
-    if not os.path.exists(path):
-        return {}
+    """The folder's mapping as {"task_to_skill": {name: stem}, "keywords": {stem: [keyword]} (only when the
+    folder gives keywords), "files": {stem: file name}}: from `mapping.json` (this project's layout) or
+    the released `skill_mapping.json`; ValueError in one line when it is malformed."""
+    folder = _env_folder(env_name, skills_dir)
+    name = _first_file(folder, MAPPING_FILES) if os.path.isdir(folder) else None
+    if name is None:
+        return {"task_to_skill": {}, "files": {}}
+    path = os.path.join(folder, name)
     try:
         with open(path, encoding="utf-8") as handle:
             mapping = json.load(handle)
     except (OSError, ValueError) as error:
         raise ValueError(f"{path} is not readable JSON ({' '.join(str(error).split())})") from None
-    shapes = {"task_to_skill": lambda v: isinstance(v, str),
-              "keywords": lambda v: isinstance(v, list) and all(isinstance(k, str) for k in v)}
-    if not isinstance(mapping, dict) or set(mapping) - set(shapes) or not all(
-            isinstance(mapping[key], dict) and all(shapes[key](v) for v in mapping[key].values()) for key in mapping):
-        raise ValueError(f"{path} must be {{\"task_to_skill\": {{name: file stem}}, \"keywords\": {{file stem: "
-                         f"[keyword, ...]}}}} (either part optional)")
-    return mapping
+    if name == "skill_mapping.json":
+        return _released_mapping(mapping, path)
+    _check_shape(mapping, {"task_to_skill": _is_text, "keywords": _is_words}, path,
+                 '{"task_to_skill": {name: file stem}, "keywords": {file stem: [keyword, ...]}} (either part optional)',
+                 strict=True)
+    return {"task_to_skill": {}, **mapping, "files": {}}
 
 
 def check_skills_dir(skills_dir: str, env_name: str) -> None:
-    """ValueError (one line) unless `skills_dir` holds `<env>/general.md`, every file its mapping.json
-    names, and nothing unreadable: checked before any model loads."""
+    """ValueError (one line) unless `skills_dir` holds `<env>/general.md` (or the released
+    `general_skills.md`), every file its mapping names, and nothing unreadable: checked before any
+    model loads."""
     root = os.path.expanduser(skills_dir)
     folder = os.path.join(root, env_name)
-    layout = f"a skill folder holds {env_name}/general.md and one Markdown file per category"
+    layout = (f"a skill folder holds {env_name}/general.md (or the released {env_name}/general_skills.md) and "
+              f"one Markdown file per category")
     if not os.path.isdir(root):
         raise ValueError(f"{skills_dir!r} is not a folder; {layout}")
-    if not os.path.isfile(os.path.join(folder, "general.md")):
+    if not os.path.isdir(folder) or _first_file(folder, GENERAL_FILES) is None:
         raise ValueError(f"{skills_dir!r} has no {env_name}/general.md; {layout}")
     mapping = load_mapping(env_name, skills_dir)
-    stems = set(mapping.get("task_to_skill", {}).values()) | set(mapping.get("keywords", {}))
-    missing = sorted(stem for stem in stems if not os.path.isfile(os.path.join(folder, stem + ".md")))
+    if mapping["files"]:
+        wanted = set(mapping["files"].values())
+    else:
+        wanted = {stem + ".md" for stem in set(mapping["task_to_skill"].values()) | set(mapping.get("keywords", {}))}
+    missing = sorted(file for file in wanted if not os.path.isfile(os.path.join(folder, file)))
     if missing:
-        raise ValueError(f"{os.path.join(folder, 'mapping.json')} names {', '.join(missing)}, but there is no "
-                         f"{missing[0]}.md in {folder}")
+        source = _first_file(folder, MAPPING_FILES)
+        raise ValueError(f"{os.path.join(folder, source)} names {', '.join(missing)}, but there is no "
+                         f"{missing[0]} in {folder}")
 
 
 class UCBSkillBandit:
@@ -175,7 +240,10 @@ class SkillBank:
         """The file stems the released rule picks (before `general`)."""
         if self.env_name == "webshop":
             text = str(prompt_text).lower()
-            return [stem for stem, words in self.keywords.items() if any(word in text for word in words)]
+            found = [stem for stem, words in self.keywords.items() if any(word in text for word in words)]
+            if self.module.asks_to_compare(info.get("task_description", "")):
+                found.insert(0, self.task_to_skill.get("comparison", "comparison"))
+            return found
         if self.env_name == "alfworld":
             key = str(info.get("task_type", ""))
             default = key if key in self.skills else self.module.TASK_TYPE_CATEGORY.get(key)

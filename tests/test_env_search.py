@@ -432,6 +432,45 @@ def test_real_adapter_on_parquet(tmp_path, env, server_url):
     check_real_env(make_env("search", "real", data_path=path, retriever_url=server_url, timeout=10), env)
 
 
+def test_real_adapter_on_search_r1_custom_dataset_layout(tmp_path):
+    """Search-R1 README's own-dataset rows: data_source, prompt (chat messages), ability, reward_model,
+    extra_info; no question column. The question comes from the prompt; a file with no usable row is a
+    setup error in one line (before the retriever is probed, so before any model loads)."""
+    pa = pytest.importorskip("pyarrow", reason="reading Search-R1 parquet files needs pyarrow")
+    import pyarrow.parquet as pq
+    prefix = "Answer the given question. Search with <search> query </search>. Question: "
+    rows = [{"data_source": "nq", "prompt": [{"role": "user", "content": prefix + "who wrote hamlet\n"}],
+             "ability": "fact-reasoning",
+             "reward_model": {"style": "rule", "ground_truth": {"target": ["Shakespeare"]}},
+             "extra_info": {"split": "train", "index": 0}},
+            {"data_source": "hotpotqa", "prompt": [{"role": "user", "content": "What is the capital of France"}],
+             "ability": "fact-reasoning", "reward_model": {"style": "rule", "ground_truth": {"target": ["Paris"]}},
+             "extra_info": {"split": "train", "index": 1}}]
+    path = str(tmp_path / "train.parquet")
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    real = RealSearchQA(data_path=path, check_retriever=False)
+    assert [(q.text, q.answers, q.task_type) for q in real.questions["train"]] == [
+        ("who wrote hamlet?", ("Shakespeare",), "nq"), ("What is the capital of France?", ("Paris",), "hotpotqa")]
+    with pytest.raises(EnvSetupError, match=r"no question of data_sources \['popqa'\] loaded from .*train.parquet"):
+        RealSearchQA(data_path=path, data_sources=["popqa"])
+    empty = str(tmp_path / "empty.parquet")
+    pq.write_table(pa.Table.from_pylist([{"data_source": "nq", "answer": "x"}]), empty)
+    with pytest.raises(EnvSetupError, match="no question loaded from"):
+        RealSearchQA(data_path=empty, retriever_url="http://127.0.0.1:9/retrieve")
+
+
+def test_a_dataset_without_questions_stops_train_at_setup(tmp_path, capsys):
+    pa = pytest.importorskip("pyarrow", reason="reading Search-R1 parquet files needs pyarrow")
+    import pyarrow.parquet as pq
+    pq.write_table(pa.Table.from_pylist([{"data_source": "nq", "ability": "qa"}]), str(tmp_path / "train.parquet"))
+    from train import main
+    env_kwargs = json.dumps({"data_path": str(tmp_path), "check_retriever": False})
+    code = main(["--env_name", "search", "--env_backend", "real", "--env_kwargs", env_kwargs, "--dry_run", "true",
+                 "--output_dir", str(tmp_path / "run")])
+    assert code == 2 and not (tmp_path / "run").exists()
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: data_path: no question loaded from")
+
+
 def test_real_adapter_reports_a_missing_path():
     with pytest.raises(EnvSetupError, match="data_path"):
         RealSearchQA(data_path="/nonexistent/search_r1.parquet")

@@ -214,6 +214,61 @@ def test_a_user_skill_folder_with_a_mapping(tmp_path):
     assert SkillBank("alfworld", root).for_task(info, mode="keyword")[1] == ["general"]   # no heat.md there
 
 
+def released_skill_folder(root, env_name, files: dict, mapping: dict) -> str:
+    """A folder in the released SkillBank's layout: general_skills.md, category files, skill_mapping.json."""
+    folder = root / env_name
+    folder.mkdir(parents=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    (folder / "skill_mapping.json").write_text(json.dumps(mapping))
+    return str(root)
+
+
+def test_the_released_skillbank_layout_as_it_ships(tmp_path):
+    """general_skills.md, files named per category by skill_files, task types -> categories, keywords per
+    task type (here with our own texts); a WebShop goal "which ... or ..." without "for" adds comparison."""
+    root = released_skill_folder(tmp_path / "a", "alfworld", {
+        "general_skills.md": "Look before you act.", "heating_skills.md": "Heat it in the microwave.",
+        "cleaning_skills.md": "Rinse it in the sink."}, {
+        "skill_files": {"heat": "heating_skills.md", "clean": "cleaning_skills.md"},
+        "task_to_skill": {"pick_heat_then_place_in_recep": "heat", "pick_clean_then_place_in_recep": "clean"}})
+    check_skills_dir(root, "alfworld")
+    bank = SkillBank("alfworld", root)
+    assert list(bank.skills) == ["general", "heat", "clean"]
+    info = {"task_type": "pick_heat_then_place_in_recep", "task_description": "heat a mug"}
+    assert bank.for_task(info, mode="released") == ("Look before you act.\n\nHeat it in the microwave.",
+                                                    ["general", "heat"], "heat")
+    root = released_skill_folder(tmp_path / "w", "webshop", {
+        "general_skills.md": "Read the options.", "apparel_skills.md": "Check the size.",
+        "comparison_skills.md": "Compare both before buying."}, {
+        "skill_files": {"apparel": "apparel_skills.md", "comparison": "comparison_skills.md"},
+        "task_to_skill": {"clothing": "apparel"},
+        "task_keywords": {"clothing": ["shirt"], "footwear": ["sneaker"]}})       # footwear: no file, ignored
+    check_skills_dir(root, "webshop")
+    bank = SkillBank("webshop", root)
+    plain = {"task_description": "i want a red shirt"}
+    assert bank.for_task(plain, "Your task: a red shirt and a sneaker", mode="released")[1] == ["general", "apparel"]
+    compare = {"task_description": "which is softer, the red shirt or the blue one"}
+    assert bank.for_task(compare, "Your task: which is softer, the red shirt or the blue one", mode="released")[1] \
+        == ["general", "comparison", "apparel"]
+    use = {"task_description": "which shirt or dress for a wedding"}
+    assert bank.for_task(use, "which shirt or dress for a wedding", mode="released")[1] == ["general", "apparel"]
+    assert SkillBank("webshop").for_task(compare, "shirt", mode="released")[1] == ["general", "fashion"]
+    broken = released_skill_folder(tmp_path / "b", "alfworld", {"general_skills.md": "x"},
+                                   {"skill_files": {"heat": "heating_skills.md"}})
+    with pytest.raises(ValueError, match="no heating_skills.md"):
+        check_skills_dir(broken, "alfworld")
+
+
+@pytest.mark.parametrize("goal,compares", [
+    ("which color is better, red or blue", True), ("Which one: tea or coffee?", True),
+    ("which tea or coffee for my office", False), ("i need tea or coffee which is organic", False),
+    ("a shirt which is black", False)])
+def test_webshop_comparison_rule(goal, compares):
+    from envs.webshop import asks_to_compare
+    assert asks_to_compare(goal) is compares
+
+
 @pytest.mark.parametrize("files,mapping,needle", [
     ([], None, "has no alfworld/general.md"),
     (["heat"], None, "has no alfworld/general.md"),

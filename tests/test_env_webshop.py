@@ -288,6 +288,27 @@ def test_prompt_holds_the_turn(env):
     assert len(prompt) < 3000
 
 
+def test_unclipped_prompt_over_13000_characters_drops_the_history(tmp_path):
+    """Released: pages are whole, and a prompt over 13,000 characters is built from the no-history
+    template (the template's own section when it has one); clipped prompts (this project) keep history."""
+    info = {"task_description": "buy a red mug", "step": 2, "admissible_actions": ["click[back to search]"]}
+    page = "Results [SEP] " + "a long product title " * 250                        # ~5,000 characters
+    history = [(page, "search[red mug]"), (page, "click[next >]")]
+    short = render_prompt("Item [SEP] red mug", history[:1], info, 2, clip_observations=False)
+    assert "search[red mug]" in short and len(short) > 5000
+    long = render_prompt(page + page, history, info, 2, clip_observations=False)
+    assert "search[red mug]" not in long and "Your last" not in long and page + page in long
+    assert "buy a red mug" in long and "click[back to search]" in long
+    assert "click[next >]" in render_prompt(page + page, history, info, 2)            # clipped: history kept
+    template = tmp_path / "prompt.txt"
+    template.write_text("Task: {task}\n{history}\nNow: {observation}\n=== no history ===\nAlone: {task}\n"
+                        "{observation}\n")
+    from envs.webshop.prompts import get_template
+    fallback = render_prompt(page + page, history, info, 2, template=get_template(str(template)),
+                             clip_observations=False)
+    assert fallback.startswith("Alone: buy a red mug\n") and "search[red mug]" not in fallback
+
+
 def test_registry_and_cheap_import():
     assert isinstance(make_env("webshop", "builtin", num_products=60), BuiltinWebShop)
     code = "import sys, envs.webshop; print(sorted({'bm25s', 'rapidfuzz', 'numpy'} & set(sys.modules)))"

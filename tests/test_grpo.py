@@ -198,3 +198,21 @@ def test_skill_sd_loss_value_and_gradient():
         torch.testing.assert_close(student.grad, expected)
     s = student.detach().bfloat16().requires_grad_()
     assert torch.isfinite(skill_sd_loss(s, s.detach(), teacher.bfloat16(), mask).float())
+
+
+def test_skill_sd_clamps_one_side_as_released():
+    """l = student - teacher = 29 and rho = e^-1 (student - old = -1): the released clamp (-l <= 20 only)
+    keeps the whole gradient rho (k3 + 1 - e^-l) = e^-1 (28 + e^-29 + 1 - e^-29) = 29 / e = 10.67; a clamp
+    of d to [-20, 20] would leave rho (19 + e^-20) = 6.99. The other side stays clamped: at l = -29,
+    d = 20 and only rho's own gradient rho k3 remains, finite."""
+    student = torch.tensor([[-1.0, -31.0]], dtype=F64, requires_grad=True)
+    teacher = torch.tensor([[-30.0, -2.0]], dtype=F64)                # l = 29 and l = -29
+    old = torch.tensor([[0.0, -30.0]], dtype=F64)                     # rho = e^-1 on both
+    mask = torch.ones(1, 2)
+    loss = skill_sd_loss(student, old, teacher, mask, agg="seq-mean-token-sum")
+    loss.backward()
+    e = math.exp(-1.0)
+    expected = e * (math.exp(-29.0) + 28.0) + e * (math.exp(20.0) - 21.0)
+    torch.testing.assert_close(loss, torch.tensor(expected, dtype=F64))
+    torch.testing.assert_close(student.grad, torch.tensor([[29.0 * e, e * (math.exp(20.0) - 21.0)]], dtype=F64))
+    assert student.grad[0, 0].item() == pytest.approx(10.668, abs=1e-3)

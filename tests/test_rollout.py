@@ -104,6 +104,30 @@ def test_scripted_expert_wins_every_task(name, tokenizer):
         assert sample.skill_category
 
 
+def test_truncated_prompts_are_counted(tokenizer):
+    """A prompt over max_prompt_length is left-truncated (the released code raises instead): every such
+    prompt is flagged on its sample and counted, up to iteration_metrics' rollout/truncated_prompts."""
+    from accelerate import Accelerator
+
+    from metrics import iteration_metrics
+
+    counts = {}
+    for limit in (100_000, 60):
+        envs = _envs("alfworld", 2)
+        plans = []
+        for env in envs:
+            env.reset(3, split="train")
+            plans.append(env.privileged()["expert_plan"][:2])
+        config = RolloutConfig(max_turns=2, max_new_tokens=64, max_prompt_length=limit)
+        samples, metrics = rollout(ScriptedModel(tokenizer, plans), tokenizer, envs, [3, 3], [0, 0], config)
+        full = [len(tokenizer(render_chat(tokenizer, s.user_message), add_special_tokens=False)["input_ids"])
+                for s in samples]
+        assert [s.prompt_truncated for s in samples] == [n > limit for n in full]
+        assert all(len(s.prompt_ids) == min(n, limit) for s, n in zip(samples, full))
+        counts[limit] = iteration_metrics(Accelerator(cpu=True), metrics, len(samples), {})["rollout/truncated_prompts"]
+    assert counts == {100_000: 0, 60: 4}
+
+
 MALFORMED = ["", "no tags at all", "<think>only thinking</think>", "<action>go</action>", "\u4f60\u597d" * 50,
              "<think>x</think><action>" + "a" * 5000, "<think><action>nested</think></action>", "\x00\x07\x1b[31m"]
 

@@ -3,8 +3,11 @@
 Data: Search-R1's processed parquet files (e.g. `nq_hotpotqa_train/train.parquet` and `test.parquet`
 made by its `scripts/data_process` scripts). Each row has `question`, `data_source` (nq, hotpotqa,
 triviaqa, popqa, 2wikimultihopqa, musique, bamboogle) and the gold aliases in `golden_answers` or in
-`reward_model["ground_truth"]["target"]`; `id` is used when present. JSON Lines files with the same
-fields (FlashRAG's raw layout) are read too, without any extra package.
+`reward_model["ground_truth"]["target"]`; `id` is used when present. A file in the custom-dataset layout
+of Search-R1's README (`data_source`, `prompt` as chat messages, `ability`, `reward_model`, `extra_info`;
+no `question` column) gives its question through the prompt (`question_text`). JSON Lines files with
+the same fields (FlashRAG's raw layout) are read too, without any extra package. A split file that
+yields no question stops the run at setup, before any model loads.
 
 Retriever: Search-R1's `retrieval_server.py` (E5 over wiki-18, answering POST /retrieve), or
 `python -m envs.search.server` to try the path on the built-in corpus. See `envs.search.retriever`.
@@ -24,7 +27,8 @@ from envs.base import EnvSetupError, expand_path
 from envs.search.qa import Question, SearchEpisode
 from envs.search.retriever import DEFAULT_URL, RetrieverClient, probe_retriever
 
-COLUMNS = ("id", "question", "golden_answers", "data_source", "reward_model")
+COLUMNS = ("id", "question", "golden_answers", "data_source", "reward_model", "prompt")
+QUESTION_MARKER = "Question:"      # Search-R1's instruction prefix ends with "Question: <question>"
 SPLIT_FILES = {"train": ("train.parquet", "train.jsonl"), "test": ("test.parquet", "test.jsonl")}
 
 
@@ -58,10 +62,26 @@ def gold_answers(row: dict) -> tuple[str, ...]:
     return tuple(str(a) for a in (answers if answers is not None else []) if str(a).strip())
 
 
+def question_text(row: dict) -> str:
+    """The row's question: its `question` column, else its `prompt` (Search-R1's custom-dataset layout:
+    chat messages, or one string): the last user message, from after its last "Question:" when it has
+    one, since Search-R1's own files put the instruction before the question there."""
+    if row.get("question"):
+        return str(row["question"])
+    messages = row.get("prompt")
+    if isinstance(messages, str):
+        content = messages
+    else:
+        users = [m.get("content") for m in messages or [] if isinstance(m, dict) and m.get("role", "user") == "user"]
+        content = str(users[-1] or "") if users else ""
+    marker = content.rfind(QUESTION_MARKER)
+    return content[marker + len(QUESTION_MARKER):] if marker >= 0 else content
+
+
 def to_question(row: dict, index: int) -> Question | None:
     """One row as a Question (None when it has no question or no gold answer). The question gets a
     final "?" as Search-R1's preprocessing gives it."""
-    text = " ".join(str(row.get("question") or "").split())
+    text = " ".join(question_text(row).split())
     answers = gold_answers(row)
     if not text or not answers:
         return None
@@ -143,6 +163,12 @@ class RealSearchQA(SearchEpisode):
         self.questions = {split: (load_split(path, os.path.getmtime(path), sources, max_questions,
                                              panel_seed if split == "test" else None) if path else [])
                           for split, path in paths.items()}
+        empty = next((path for split, path in paths.items() if path and not self.questions[split]), None)
+        if empty:
+            kept = f" of data_sources {list(sources)}" if sources else ""
+            raise EnvSetupError(f"data_path: no question{kept} loaded from {empty}; each row needs a question (a "
+                                "`question` column, or a user message in `prompt`) and gold answers "
+                                "(`golden_answers` or `reward_model.ground_truth.target`)")
         self.client = RetrieverClient(retriever_url, topk=topk, timeout=timeout, retries=retries,
                                       backoff=backoff, wire=wire)
         if check_retriever:

@@ -50,6 +50,15 @@ CATEGORY_KEYWORDS: dict[str, tuple[str, ...]] = {
 }
 
 _WORD = re.compile(r"[a-z0-9][a-z0-9'\-]*")
+_WHICH_OR = re.compile(r"\bwhich\b.*\bor\b", re.DOTALL)
+_FOR = re.compile(r"\bfor\b")
+
+
+def asks_to_compare(goal: str) -> bool:
+    """The released rule for WebShop's `comparison` skill category: the goal asks "which ... or ..."
+    (the words in that order) and has no "for" (a goal "for" someone or something names a use instead)."""
+    text = str(goal).lower()
+    return bool(_WHICH_OR.search(text)) and not _FOR.search(text)
 
 
 def skill_category(task_description: str) -> str:

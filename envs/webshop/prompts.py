@@ -50,6 +50,7 @@ STEP_FIELDS = ("step", "index", "observation", "action")
 OPTIONAL = ("admissible_actions", "history_length", "history")
 SEARCH_HINT = " To search, write search[your keywords]."
 RELEASED_FALLBACK_CHARS = 20  # released parsing sends the reply's last 20 characters when no action block is found
+RELEASED_PROMPT_CHARS = 13_000  # released: a longer prompt is rebuilt from the no-history template
 
 
 def get_template(path: str | None = None) -> PromptTemplate:
@@ -83,7 +84,10 @@ def _pairs(history, history_length) -> list[tuple[str, str]]:
 def render_prompt(observation: str, history: list, info: dict, history_length: int, max_steps: int = 15,
                   template: PromptTemplate | None = None, clip_observations: bool = True) -> str:
     """One user message: task, step count, recent steps, current page, admissible actions, format,
-    through `template` (None = the project's). `clip_observations` False leaves pages whole."""
+    through `template` (None = the project's). `clip_observations` False leaves pages whole and bounds the
+    prompt the released way instead (verl-agent's WebShop env manager, `build_text_obs`): a prompt with
+    history longer than 13,000 characters is rendered again without the history (the template's
+    "no history" section when it has one)."""
     info = info if isinstance(info, dict) else {}
     step = info.get("step", 0)
     actions = info.get("admissible_actions") or []
@@ -101,7 +105,11 @@ def render_prompt(observation: str, history: list, info: dict, history_length: i
               "admissible_actions": ", ".join(actions) if actions else None,
               "search_hint": SEARCH_HINT if "search[...]" in actions else "",
               "history_length": len(steps) if steps else None}
-    return (template or get_template()).render(values, steps)
+    template = template or get_template()
+    prompt = template.render(values, steps)
+    if not clip_observations and steps and len(prompt) > RELEASED_PROMPT_CHARS:
+        return template.render(dict(values, history_length=None), [])
+    return prompt
 
 
 def parse_action(response: str, mode: str = "project") -> tuple[str, bool]:
