@@ -80,7 +80,8 @@ def save_model(output_dir: str, folder: str, model, tokenizer) -> None:
     tokenizer.save_pretrained(folder)
     run_config = os.path.join(output_dir, "config.json")
     if os.path.isfile(run_config):
-        shutil.copyfile(run_config, os.path.join(folder, RUN_CONFIG))
+        with open(run_config) as source, open(os.path.join(folder, RUN_CONFIG), "w") as copy:
+            copy.write(source.read())
 
 
 def apply_umask(root: str) -> None:
