@@ -44,14 +44,14 @@ def save_checkpoint(output_dir: str, iteration: int, model, tokenizer, optimizer
     os.makedirs(root, exist_ok=True)
     final = checkpoint_path(output_dir, iteration)
     tmp = tempfile.mkdtemp(prefix=".tmp-", dir=root)
-    model.save_pretrained(os.path.join(tmp, "model"), safe_serialization=True)
-    tokenizer.save_pretrained(os.path.join(tmp, "model"))
+    save_model(output_dir, os.path.join(tmp, "model"), model, tokenizer)
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
                os.path.join(tmp, "optimizer.pt"))
     with open(os.path.join(tmp, "trainer_state.json"), "w") as handle:
         json.dump({**state, "iteration": iteration}, handle)
         handle.flush()
         os.fsync(handle.fileno())
+    apply_umask(tmp)
     if os.path.exists(final):
         shutil.rmtree(final)
     os.replace(tmp, final)                      # the checkpoint appears complete or not at all
@@ -66,9 +66,35 @@ def save_final(output_dir: str, model, tokenizer) -> None:
     """The trained policy in output_dir/final, loadable with from_pretrained (and as --model): a LoRA
     policy is merged into its base model first (call last: merging changes the live model)."""
     final = os.path.join(output_dir, "final")
-    (model.merge_and_unload() if hasattr(model, "merge_and_unload") else model).save_pretrained(
-        final, safe_serialization=True)
-    tokenizer.save_pretrained(final)
+    save_model(output_dir, final, model.merge_and_unload() if hasattr(model, "merge_and_unload") else model,
+               tokenizer)
+    apply_umask(final)
+
+
+def save_model(output_dir: str, folder: str, model, tokenizer) -> None:
+    """save_pretrained (safetensors) and the tokenizer, plus a copy of the run's config.json as
+    config.RUN_CONFIG: a later `--model folder` with `--preset auto` keeps the sizes it was trained with."""
+    from config import RUN_CONFIG
+
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    run_config = os.path.join(output_dir, "config.json")
+    if os.path.isfile(run_config):
+        with open(run_config) as source, open(os.path.join(folder, RUN_CONFIG), "w") as copy:
+            copy.write(source.read())
+
+
+def apply_umask(root: str) -> None:
+    """Folders and files under root get the modes the user's umask gives new ones (mkdtemp makes 0700,
+    and the weights are written 0600), so a checkpoint is as readable as anything else the user writes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(root, 0o777 & ~umask)
+    for folder, names, files in os.walk(root):
+        for name in names:
+            os.chmod(os.path.join(folder, name), 0o777 & ~umask)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o666 & ~umask)
 
 
 def list_checkpoints(output_dir: str) -> list[str]:
@@ -113,7 +139,15 @@ def check_output_dir(cfg) -> str | None:
     """Before anything is built: refuse a fresh run into an earlier run's folder (it stays whole) unless
     `overwrite` says to replace it; returns the checkpoint to resume from (None for a fresh run)."""
     if cfg.resume:
-        return latest_checkpoint(cfg.output_dir)
+        found = latest_checkpoint(cfg.output_dir)
+        if found is None:
+            from config import ConfigError
+            there = f"{cfg.output_dir} holds no complete checkpoint" if os.path.isdir(cfg.output_dir) else \
+                f"{cfg.output_dir} does not exist"
+            fix = ("--overwrite true to start afresh there" if earlier_run(cfg.output_dir)
+                   else "leave out --resume to start a fresh run")
+            raise ConfigError(f"output_dir: --resume true, but {there}; check the path, or {fix}")
+        return found
     previous = earlier_run(cfg.output_dir)
     if previous and not cfg.overwrite:
         from config import ConfigError
@@ -179,17 +213,27 @@ def load_trainer_state(path: str) -> dict:
         raise _damaged(path, "optimizer.pt", error) from error
     if bad is not None:
         raise _damaged(path, "optimizer.pt", f"checksum mismatch in {bad}")
-    from safetensors import SafetensorError, safe_open
-    weights = sorted(glob.glob(os.path.join(path, "model", "*.safetensors")))
-    if not weights:
+    if not glob.glob(os.path.join(path, "model", "*.safetensors")):
         raise _damaged(path, "model/", "no .safetensors weights in it")
-    for file in weights:
+    damage = damaged_weights(os.path.join(path, "model"))
+    if damage:
+        raise _damaged(path, os.path.join("model", damage[0]), damage[1])
+    return state
+
+
+def damaged_weights(folder: str) -> tuple[str, str] | None:
+    """(file name, reason) of the first safetensors file in folder whose header does not parse or does not
+    cover the file (truncated, garbled), else None; reads headers only, so it is cheap before a model loads."""
+    from safetensors import SafetensorError, safe_open
+
+    for file in sorted(glob.glob(os.path.join(folder, "*.safetensors"))):
         try:
             with safe_open(file, framework="pt"):
-                pass                                # the header must parse and cover the whole file
+                pass
         except (OSError, SafetensorError) as error:
-            raise _damaged(path, os.path.relpath(file, path), error) from error
-    return state
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            return os.path.basename(file), reason
+    return None
 
 
 def load_optimizer_state(path: str, optimizer, scheduler) -> None:

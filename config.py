@@ -1,10 +1,11 @@
-"""The training configuration: one dataclass, the paper's method presets, and validation.
+"""The training configuration: one dataclass, the presets, and validation.
 
-`python train.py --help` lists every field with its docstring. The dataclass defaults are the paper's
-(SPEC §4). Values come from, in increasing priority: those defaults, the CPU-sized `EMBEDDED_DEFAULTS`
-(only when the model is the embedded tiny agent), a YAML file (`--config`) and command-line flags;
-then fields still unset (None) come from the env's defaults (`ENV_DEFAULTS`) and the method preset
-(`METHODS`).
+The dataclass defaults are the paper's SDAR on ALFWorld (paper Appendix C, Table 3, and the released run
+scripts). Each preset is one table of what differs: the env (`ENVS`), the method row (`METHODS`),
+`--parity released` (`PARITY`) and the CPU sizes of the embedded agent (`EMBEDDED_DEFAULTS`, `--preset`).
+Values come from, in increasing priority: the dataclass, those presets in that order, a YAML file
+(`--config`) and command-line flags; a preset sets only what the user did not, and env_kwargs merge key
+by key. `python train.py --help` lists every field with its docstring and the value it resolves to.
 Validation runs before any model or environment loads, and every error names the field and the fix.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import difflib
 import importlib.util
 import inspect
 import json
@@ -50,6 +52,9 @@ class TrainConfig:
 
     model: str = "embedded"
     """A local path or hub id for from_pretrained, or 'embedded' for the built-in warm-started tiny agent."""
+    preset: str = "auto"
+    """paper (the dataclass defaults: the paper's sizes) | embedded (the CPU sizes of EMBEDDED_DEFAULTS) | auto:
+    embedded for --model embedded and for a model folder written by a run on the embedded preset, else paper."""
     trust_remote_code: bool = False
     """Allow a checkpoint to run its own Python code. Off unless you trust the checkpoint."""
     gradient_checkpointing: bool = False
@@ -68,24 +73,24 @@ class TrainConfig:
     prompt_template: str | None = None
     """A template file for the student's prompt (None = envs/<env>/prompt.txt; README 'Your own prompt template')."""
     tasks_per_iter: int = 16
-    """Tasks (groups) per iteration over all processes (paper: 16; Search-QA 128)."""
+    """Tasks (groups) per iteration over all processes."""
     group_size: int = 8
     """Rollouts per task (G) for the group-relative advantage."""
-    history_length: int | None = None
-    """(observation, action) pairs in the prompt; None = the env's default (2 / 2 / 4)."""
-    max_turns: int | None = None
-    """Turn limit; None = the env's (50 / 15 / 4)."""
+    history_length: int = 2
+    """(observation, action) pairs in the prompt."""
+    max_turns: int = 50
+    """Turn limit of an episode (an env's own max_steps in env_kwargs can end it earlier)."""
     max_prompt_length: int = 2048
     """Prompt tokens (left-truncated)."""
     max_new_tokens: int = 512
     """Response tokens per turn."""
-    stop_at_action: bool | None = None
-    """Stop sampling at the first closed action tag and train on the response up to it (project, the
-    default), or sample to EOS or the token budget and train on all of it (False; the released code)."""
+    stop_at_action: bool = True
+    """Stop sampling at the first closed action tag and train on the response up to it (this project), or
+    sample to EOS or the token budget and train on all of it (false: the released code)."""
     temperature: float = 1.0
     """Sampling temperature of training rollouts (top-p 1.0, no top-k)."""
-    invalid_penalty: float | None = None
-    """Score subtracted from an invalid step; None = 0.1 (Search-QA 0.01)."""
+    invalid_penalty: float = 0.1
+    """Score subtracted from an invalid step."""
     generation_batch_size: int | None = None
     """Rows per generate call (None = all active environments at once)."""
     fast_decode: bool = False
@@ -93,23 +98,24 @@ class TrainConfig:
 
     parity: str = "project"
     """project (this project's defaults) | released (every switch the released code's way: see README
-    'Differences from the released code'). Only fills what you leave unset."""
+    'Differences from the released code'). Sets only what you leave out."""
     method: str = "sdar"
-    """sdar | grpo | grpo_opsd | opsd | skill_grpo | skill_sd | rlsd: sets the unset coefficients below."""
-    pg_coef: float | None = None
-    """Weight of the GRPO policy loss."""
-    kl_coef: float | None = None
-    """Weight of the k3 KL to the initial model (0.01; Search-QA 0.001). 0 skips the reference model."""
-    entropy_coef: float | None = None
-    """Weight of the entropy bonus (0.001, on in every released run)."""
-    sdar_coef: float | None = None
-    """Weight of the gated self-distillation loss (0.01)."""
-    beta: float | None = None
-    """Gate sharpness: g = sigmoid(beta * gap) (5; 0 = naive GRPO+OPSD)."""
-    skill_sd_coef: float | None = None
-    """Weight of the Skill-SD term (0.001 for method skill_sd)."""
-    rlsd_lam: float | None = None
-    """RLSD advantage reweighting strength (0.5 for method rlsd; 0 = off)."""
+    """sdar | grpo | grpo_opsd | opsd | skill_grpo | skill_sd | rlsd: the paper's table rows (config.METHODS
+    sets the coefficients below that you leave out)."""
+    pg_coef: float = 1.0
+    """Weight of the GRPO policy loss (0 = OPSD only)."""
+    kl_coef: float = 0.01
+    """Weight of the k3 KL to the initial model. 0 skips the reference model."""
+    entropy_coef: float = 0.001
+    """Weight of the entropy bonus (on in every released run)."""
+    sdar_coef: float = 0.01
+    """Weight of the gated self-distillation loss (lambda; 0 = GRPO)."""
+    beta: float = 5.0
+    """Gate sharpness: g = sigmoid(beta * gap) (0 = naive GRPO+OPSD, a constant gate 0.5)."""
+    skill_sd_coef: float = 0.0
+    """Weight of the Skill-SD term (method skill_sd: 0.001)."""
+    rlsd_lam: float = 0.0
+    """RLSD advantage reweighting strength (method rlsd: 0.5; 0 = off)."""
     rlsd_decay_iterations: int = 100
     """RLSD's strength decays linearly to 0 over this many iterations (released code: 100; 0 = constant)."""
     skill_sd_rho_grad: bool = True
@@ -123,12 +129,12 @@ class TrainConfig:
     """prefix (released code: skills before the templated prompt) | in_prompt (paper: inside the user message)."""
     teacher_prefix_cache: bool = True
     """Encode the skill prefix that teacher prompts share once per group (KV cache), not per sample: same numbers."""
-    skill_retrieval: str | None = None
-    """keyword (the default) | full | random | ucb | released (ALFWorld by task type, WebShop by keywords,
-    Search by data source; what --parity released uses)."""
+    skill_retrieval: str = "keyword"
+    """keyword | full | random | ucb | released (ALFWorld by task type, WebShop by keywords, Search by data
+    source; what --parity released uses)."""
     skills_dir: str | None = None
     """A skill folder such as the released SkillBank (<env>/general.md + one file per category); None = skills/."""
-    show_skills_to_student: bool | None = None
+    show_skills_to_student: bool = False
     """Put the skills into the student's training prompt (Skill-GRPO)."""
     eval_with_skills: bool = False
     """Show the skills at evaluation too (the Skill-GRPO* row)."""
@@ -157,8 +163,8 @@ class TrainConfig:
     """PPO clip above 1."""
     dual_clip: float | None = 3.0
     """Dual-clip bound for negative advantages (None = off)."""
-    loss_agg: str | None = None
-    """token-mean (the default: over the whole mini-batch) | micro-token-mean (released code: per micro-batch)
+    loss_agg: str = "token-mean"
+    """token-mean (over the whole mini-batch) | micro-token-mean (released code: per micro-batch)
     | seq-mean-token-mean | seq-mean-token-sum | seq-mean-token-sum-norm; see grpo.aggregate."""
     norm_by_std: bool = True
     """Divide advantages by the group std (False = Dr.GRPO)."""
@@ -176,14 +182,13 @@ class TrainConfig:
     """Evaluate every N iterations (and before training and at the end); 0 = only at the end."""
     eval_tasks: int = 128
     """Size of the fixed evaluation panel (task indices 0..N-1 of the eval split)."""
-    eval_split: str | None = None
-    """None = valid_seen (ALFWorld) or test (WebShop, Search-QA)."""
-    final_eval_tasks: int | None = None
+    eval_split: str = "valid_seen"
+    """The split the evaluation panel is drawn from."""
+    final_eval_tasks: int = 0
     """After training, a last evaluation on this many tasks of the eval split (-1: all of it, as the released
-    Search-QA code does greedily; 0: none), logged as final/* in the last row. None = 0 (-1 under
-    --parity released for search)."""
-    eval_temperature: float | None = None
-    """None = 0.4 (ALFWorld, WebShop) or greedy 0 (Search-QA)."""
+    Search-QA code does greedily; 0: none), logged as final/* in the last row."""
+    eval_temperature: float = 0.4
+    """Sampling temperature of the evaluations (0 = greedy)."""
     save_every: int = 25
     """Checkpoint every N iterations (and at the end)."""
     keep_checkpoints: int = 2
@@ -211,54 +216,48 @@ def _attach_field_docs(cls):
 
 _attach_field_docs(TrainConfig)
 
-ENV_DEFAULTS = {
-    "alfworld": dict(history_length=2, invalid_penalty=0.1, eval_split="valid_seen", eval_temperature=0.4),
-    "webshop": dict(history_length=2, invalid_penalty=0.1, eval_split="test", eval_temperature=0.4),
-    "search": dict(history_length=4, invalid_penalty=0.01, eval_split="test", eval_temperature=0.0),
-}
-KL_DEFAULT = {"alfworld": 0.01, "webshop": 0.01, "search": 0.001}
+# The presets: each table holds only what differs from the dataclass defaults above (the paper's SDAR on
+# ALFWorld: paper Appendix C, Table 3, and the released run scripts). `resolve` applies them in this order,
+# a later one winning, and only to the fields the user did not set; env_kwargs merge key by key.
 
-# The paper's table rows (SPEC §1). Coefficients left unset are filled from the method's preset.
-BASE = dict(pg_coef=1.0, entropy_coef=0.001, sdar_coef=0.0, beta=5.0, skill_sd_coef=0.0, rlsd_lam=0.0,
-            show_skills_to_student=False)
+# What WebShop and Search-QA change (paper Appendix C; the released run scripts per env).
+ENVS = {
+    "alfworld": {},
+    "webshop": dict(max_turns=15, max_prompt_length=4096, mini_batch_size=64, eval_split="test"),
+    "search": dict(tasks_per_iter=128, history_length=4, max_turns=4, max_prompt_length=4096, invalid_penalty=0.01,
+                   kl_coef=0.001, warmup_ratio=0.1, eval_split="test", eval_temperature=0.0),
+}
+# The paper's table rows (paper Table 1): what each method changes from SDAR.
 METHODS = {
-    "sdar": dict(sdar_coef=0.01, beta=5.0),
-    "grpo": dict(),
-    "grpo_opsd": dict(sdar_coef=0.01, beta=0.0),
-    "opsd": dict(pg_coef=0.0, sdar_coef=0.01, beta=5.0),
-    "skill_grpo": dict(show_skills_to_student=True),
-    "skill_sd": dict(skill_sd_coef=0.001),
-    "rlsd": dict(rlsd_lam=0.5),
+    "sdar": {},
+    "grpo": dict(sdar_coef=0.0),
+    "grpo_opsd": dict(beta=0.0),
+    "opsd": dict(pg_coef=0.0),
+    "skill_grpo": dict(sdar_coef=0.0, show_skills_to_student=True),
+    "skill_sd": dict(sdar_coef=0.0, skill_sd_coef=0.001),
+    "rlsd": dict(sdar_coef=0.0, rlsd_lam=0.5),
 }
-# The switches of `parity` (README 'Differences from the released code'). Config fields left unset and
-# env kwargs not given are filled from the chosen column.
+# `--parity released`: every switch the released code's way (README 'Differences from the released code');
+# per env also the released micro-batch (`ppo_micro_batch_size_per_gpu`, which sets each sample's weight under
+# the per-micro-batch token mean) and, on Search-QA, its greedy evaluation of the whole test split after
+# training and no last-turn hint.
 PARITY = {
-    "project": dict(stop_at_action=True, loss_agg="token-mean", skill_retrieval="keyword"),
-    "released": dict(stop_at_action=False, loss_agg="micro-token-mean", skill_retrieval="released"),
-}
-PARITY_ENV_KWARGS = {
     "project": {},
-    "released": {"clip_observations": False, "action_parse": "released"},
+    "released": dict(stop_at_action=False, loss_agg="micro-token-mean", skill_retrieval="released",
+                     env_kwargs='{"clip_observations": false, "action_parse": "released"}'),
 }
-PARITY_ENV_KWARGS_SEARCH = {"released": {"last_turn_hint": False}}
-# Per-env switches with a non-None default: applied unless the user set the field (flag or YAML key).
-# Released `ppo_micro_batch_size_per_gpu`: 32 (ALFWorld), 16 (Search-QA), 8 (WebShop).
-PARITY_PER_ENV = {"released": {"alfworld": dict(micro_batch_size=32), "search": dict(micro_batch_size=16),
-                               "webshop": dict(micro_batch_size=8)}}
-
-
-CHOICES = {
-    "env_backend": BACKENDS, "gate": GATES, "divergence": DIVERGENCES, "teacher_context": TEACHER_CONTEXTS,
-    "skill_retrieval": RETRIEVAL_MODES, "loss_agg": AGG_MODES, "report_to": ("none", "tensorboard", "wandb"),
-    "method": tuple(METHODS), "parity": tuple(PARITY),
-}
-# `python train.py` on the embedded tiny agent (assets/embedded-alfworld): the same algorithm, sized
-# for a 2-core CPU (about 3 minutes): small rooms of 5-7 receptacles, the two shortest task types, an
-# 8-step budget (so searching the right place first matters), objects at their usual place 90 % of
-# the time (`prior_strength`, what the skills state), one history step, short responses, fewer and
-# smaller batches, and a larger lr than the paper's 1e-6 because the model has under a million
-# parameters. warmstart.py trains the agent on these same env settings. Evaluation samples at the
-# paper's temperature 0.4 on a fixed panel of 128 tasks, as in the paper.
+PARITY_PER_ENV = {"released": {
+    "alfworld": dict(micro_batch_size=32),
+    "webshop": dict(micro_batch_size=8),
+    "search": dict(micro_batch_size=16, final_eval_tasks=-1, env_kwargs='{"last_turn_hint": false}'),
+}}
+# `--preset embedded`, what `python train.py` runs on the embedded tiny agent (assets/embedded-alfworld):
+# the same algorithm, sized for a 2-core CPU (about 3 minutes): small rooms of 5-7 receptacles, the two
+# shortest task types, an 8-step budget (so searching the right place first matters), objects at their
+# usual place 90 % of the time (`prior_strength`, what the skills state), one history step, short
+# responses, fewer and smaller batches, and a larger lr than the paper's 1e-6 because the model has under
+# a million parameters. tools/warmstart.py trains the agent on these same env settings. Evaluation
+# samples at the paper's temperature 0.4 on a fixed panel of 128 tasks, as in the paper.
 EMBEDDED_DEFAULTS = dict(
     output_dir="runs/embedded",
     env_kwargs=json.dumps({"room_size": "small", "num_receptacles": [5, 7], "num_distractors": [0, 1],
@@ -268,43 +267,140 @@ EMBEDDED_DEFAULTS = dict(
     mini_batch_size=64, micro_batch_size=32, iterations=16, eval_every=4, eval_tasks=128, eval_temperature=0.4,
     save_every=4,
 )
+PRESETS = ("auto", "embedded", "paper")
+RUN_CONFIG = "sdar_config.json"     # the training config a model folder of this project was written by
+
+CHOICES = {
+    "env_backend": BACKENDS, "gate": GATES, "divergence": DIVERGENCES, "teacher_context": TEACHER_CONTEXTS,
+    "skill_retrieval": RETRIEVAL_MODES, "loss_agg": AGG_MODES, "report_to": ("none", "tensorboard", "wandb"),
+    "method": tuple(METHODS), "parity": tuple(PARITY), "preset": PRESETS,
+}
 REAL_ENV_PACKAGES = {"alfworld": "alfworld"}  # WebShop is a checkout, checked by RealWebShop.check_kwargs
 
 
+def trained_with(model: str) -> dict:
+    """The training config of a model folder written by this project (final/ or a checkpoint's model/,
+    which hold a copy of it; a final/ of an older run: its run's config.json), else {}."""
+    folder = os.path.expanduser(model)
+    candidates = [os.path.join(folder, RUN_CONFIG)]
+    if os.path.basename(os.path.normpath(folder)) == "final":
+        candidates.append(os.path.join(folder, os.pardir, "config.json"))
+    for path in candidates:
+        try:
+            with open(path) as handle:
+                found = json.load(handle)
+        except (OSError, ValueError):
+            continue
+        if isinstance(found, dict):
+            return found
+    return {}
+
+
+def choose_preset(cfg: TrainConfig) -> str:
+    """`preset` auto -> embedded for the embedded agent (by name or its folder) and for a folder trained on
+    the embedded preset (continuing one's own run keeps its sizes), else paper."""
+    if cfg.preset != "auto":
+        return cfg.preset
+    if cfg.model == "embedded":
+        return "embedded"
+    from embedded import ASSETS, ROOT
+    shipped = {os.path.realpath(os.path.join(ROOT, folder)) for folder in ASSETS.values()}
+    if os.path.realpath(os.path.expanduser(cfg.model)) in shipped:
+        return "embedded"
+    previous = trained_with(cfg.model)
+    if previous.get("preset") == "embedded" or (not previous.get("preset") and previous.get("model") == "embedded"):
+        return "embedded"
+    return "paper"
+
+
+def preset_layers(cfg: TrainConfig) -> list[tuple[str, dict]]:
+    """(name, values) of each preset that applies to this env, method, parity and preset, lowest first."""
+    layers = [(f"env {cfg.env_name}", ENVS.get(cfg.env_name, {})), (f"method {cfg.method}", METHODS.get(cfg.method, {})),
+              (f"parity {cfg.parity}", PARITY.get(cfg.parity, {}))]
+    layers.append((f"parity {cfg.parity}, {cfg.env_name}", PARITY_PER_ENV.get(cfg.parity, {}).get(cfg.env_name, {})))
+    if cfg.preset == "embedded":
+        layers.append(("embedded preset", EMBEDDED_DEFAULTS))
+    return [(name, values) for name, values in layers if values]
+
+
+def json_object(text: str) -> dict | None:
+    """The dict a JSON text holds, or None (validate reports a malformed env_kwargs)."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def resolve(cfg: TrainConfig, given: set[str] | None = None) -> TrainConfig:
-    """Fill every None that has an env, parity or method default (explicit values always win), and the
-    per-env parity values of fields not in `given`, the fields the user set (None: those that differ
-    from the dataclass default)."""
-    for name, value in PARITY.get(cfg.parity, {}).items():
-        if getattr(cfg, name) is None:
-            setattr(cfg, name, value)
+    """Fill every field the user did not set from the presets (explicit values always win); env_kwargs
+    merge key by key, the user's keys over the presets'. `given`: the fields the user set (parse_config
+    knows them from the flags and the YAML file); without it, a field that still holds its dataclass
+    default counts as unset."""
     if given is None:
         given = {f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != f.default}
-    for name, value in PARITY_PER_ENV.get(cfg.parity, {}).get(cfg.env_name, {}).items():
-        if name not in given:
-            setattr(cfg, name, value)
-    if cfg.final_eval_tasks is None:
-        cfg.final_eval_tasks = -1 if cfg.parity == "released" and cfg.env_name == "search" else 0
-    released_env = {**PARITY_ENV_KWARGS.get(cfg.parity, {}),
-                    **(PARITY_ENV_KWARGS_SEARCH.get(cfg.parity, {}) if cfg.env_name == "search" else {})}
-    if released_env:
-        try:
-            given = json.loads(cfg.env_kwargs)
-        except ValueError:
-            given = None                            # validate reports it
-        if isinstance(given, dict):
-            cfg.env_kwargs = json.dumps({**released_env, **given})
-    if cfg.env_name in ENV_DEFAULTS:
-        for name, value in ENV_DEFAULTS[cfg.env_name].items():
-            if getattr(cfg, name) is None:
+    cfg.preset = choose_preset(cfg)
+    preset_kwargs = {}
+    for _, values in preset_layers(cfg):
+        for name, value in values.items():
+            if name == "env_kwargs":
+                preset_kwargs.update(json_object(value))
+            elif name not in given:
                 setattr(cfg, name, value)
-        if cfg.kl_coef is None:
-            cfg.kl_coef = KL_DEFAULT[cfg.env_name]
-    preset = {**BASE, **METHODS.get(cfg.method, {})}
-    for name, value in preset.items():
-        if getattr(cfg, name) is None:
-            setattr(cfg, name, value)
+    user_kwargs = json_object(cfg.env_kwargs)
+    if preset_kwargs and user_kwargs is not None:
+        cfg.env_kwargs = json.dumps({**preset_kwargs, **user_kwargs})
     return cfg
+
+
+def preset_note(cfg: TrainConfig) -> str:
+    """What the presets chose for this run, in words, with the flag that picks the other preset, and the
+    env kwargs merged from them: printed at start-up, so that no setting changes behind the user's back."""
+    other = "paper" if cfg.preset == "embedded" else "embedded"
+    if cfg.preset == "embedded" and cfg.model == "embedded":
+        why = "the shipped embedded agent"
+    elif cfg.preset == "embedded":
+        why = f"{cfg.model} was trained by a run on the embedded preset" if trained_with(cfg.model) else \
+              f"{cfg.model} is the shipped embedded agent"
+    else:
+        why = "the model is not the embedded agent" if cfg.model != "embedded" else "--preset paper"
+    sizes = (f"{cfg.iterations} iterations of {cfg.tasks_per_iter} tasks x {cfg.group_size}, lr {cfg.lr:g}, "
+             f"{cfg.max_new_tokens} new tokens")
+    lines = [f"preset: {cfg.preset} ({why}): {sizes}; --preset {other} runs the {other} sizes instead"]
+    preset_kwargs = {}
+    for name, values in preset_layers(cfg):
+        if "env_kwargs" in values:
+            preset_kwargs.update(json_object(values["env_kwargs"]))
+    final = json_object(cfg.env_kwargs) or {}
+    yours = {k: v for k, v in final.items() if k not in preset_kwargs or preset_kwargs[k] != v}
+    if preset_kwargs and yours:
+        lines.append(f"env_kwargs: yours {json.dumps(yours)} merged into the presets' {json.dumps(preset_kwargs)}")
+    return "\n".join(lines)
+
+
+def field_types() -> dict[str, tuple[type, bool]]:
+    """{field: (its type, whether None is allowed)} from the dataclass annotations."""
+    types_ = {}
+    for name, hint in typing.get_type_hints(TrainConfig).items():
+        kinds = [t for t in typing.get_args(hint) or (hint,) if t is not type(None)]
+        types_[name] = (kinds[0], type(None) in typing.get_args(hint))
+    return types_
+
+
+def check_types(values: dict) -> None:
+    """Raise ConfigError for the first value of the wrong type (YAML gives any type; an int is a float)."""
+    for name, (expected, optional) in field_types().items():
+        if name not in values:
+            continue
+        value = values[name]
+        if value is None and not optional:
+            raise ConfigError(f"{name}: is empty (null); give it a value or leave it out")
+        if value is None or (expected is float and type(value) is int):
+            continue
+        if type(value) is not expected:
+            raise ConfigError(f"{name}: expected {expected.__name__}, got {value!r}; fix its type in the YAML file or flag")
+        if expected is float and not math.isfinite(value):
+            raise ConfigError(f"{name}: {value} is not a finite number; use a finite value")
 
 
 def validate(cfg: TrainConfig, world_size: int = 1) -> None:
@@ -319,18 +415,7 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
     for name, choices in CHOICES.items():
         if getattr(cfg, name) not in choices:
             fail(name, f"{getattr(cfg, name)!r} is unknown", f"choose one of {', '.join(choices)}")
-    for name, hint in typing.get_type_hints(TrainConfig).items():
-        value = getattr(cfg, name)
-        optional = type(None) in typing.get_args(hint)
-        expected = [t for t in typing.get_args(hint) or (hint,) if t is not type(None)][0]
-        if value is None and not optional:
-            fail(name, "is empty (null)", "give it a value or leave it out")
-        if value is None or (expected is float and type(value) is int):
-            continue
-        if type(value) is not expected:
-            fail(name, f"expected {expected.__name__}, got {value!r}", "fix its type in the YAML file or flag")
-        if expected is float and not math.isfinite(value):
-            fail(name, f"{value} is not a finite number", "use a finite value")
+    check_types(dataclasses.asdict(cfg))
     try:
         env_kwargs = json.loads(cfg.env_kwargs)
         assert isinstance(env_kwargs, dict)
@@ -343,6 +428,8 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
                  "keep_checkpoints", "max_bad_steps"):
         if getattr(cfg, name) < 1:
             fail(name, f"{getattr(cfg, name)} < 1", "use a positive number")
+    if cfg.diagnostics_every < 0:
+        fail("diagnostics_every", f"{cfg.diagnostics_every} < 0", "use 0 (never) or a positive interval")
     if cfg.tasks_per_iter % world_size:
         fail("tasks_per_iter", f"{cfg.tasks_per_iter} is not divisible by {world_size} processes",
              "each process rolls out whole groups: use a multiple of the process count")
@@ -361,15 +448,13 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
         fail("overwrite", "cannot be combined with resume", "pass only one: resume continues the run, overwrite replaces it")
     if cfg.lr <= 0:
         fail("lr", f"{cfg.lr} <= 0", "use a positive learning rate")
-    if cfg.diagnostics_every < 0:
-        fail("diagnostics_every", f"{cfg.diagnostics_every} < 0", "use 0 (never) or a positive interval")
     for name in ("max_turns", "generation_batch_size", "history_length"):
         value, low = getattr(cfg, name), 0 if name == "history_length" else 1
         if value is not None and value < low:
-            fail(name, f"{value} < {low}", f"use at least {low} (or leave it unset for the default)")
+            fail(name, f"{value} < {low}", f"use at least {low}")
     for name in ("temperature", "eval_temperature", "kl_coef", "entropy_coef", "sdar_coef", "skill_sd_coef",
                  "beta", "lora_r", "warmup_ratio", "weight_decay"):
-        if getattr(cfg, name) is not None and getattr(cfg, name) < 0:
+        if getattr(cfg, name) < 0:
             fail(name, f"{getattr(cfg, name)} < 0", "use a value >= 0")
     if cfg.grad_clip <= 0:
         fail("grad_clip", f"{cfg.grad_clip} <= 0", "use a positive norm, e.g. 1.0")
@@ -379,14 +464,35 @@ def validate(cfg: TrainConfig, world_size: int = 1) -> None:
         package = REAL_ENV_PACKAGES[cfg.env_name]
         if importlib.util.find_spec(package) is None:
             fail("env_backend", f"the real {cfg.env_name} needs the '{package}' package, which is not installed",
-                 "see README 'Real benchmarks', or use env_backend=builtin")
+                 "see README 'Real models and real benchmarks', or use env_backend=builtin")
+    if cfg.preset == "embedded" and cfg.env_name != "alfworld":
+        fail("preset", f"the embedded preset sizes the built-in ALFWorld, not {cfg.env_name}",
+             "pass --preset paper (and a --model for this env), or --env_name alfworld")
     validate_env_setup(cfg, env_kwargs)
     if cfg.model != "embedded":
-        path = os.path.expanduser(cfg.model)
-        looks_like_path = os.path.exists(path) or cfg.model.startswith((".", "/", "~")) or cfg.model.count("/") != 1
-        if looks_like_path and not os.path.isfile(os.path.join(path, "config.json")):
-            fail("model", f"{cfg.model!r} is not a model folder (no config.json)",
-                 "give a folder written by save_pretrained, a hub id like Qwen/Qwen2.5-0.5B-Instruct, or 'embedded'")
+        validate_model_folder(cfg)
+
+
+def validate_model_folder(cfg: TrainConfig) -> None:
+    """A local --model folder: it holds a config.json, its safetensors weights are whole (headers read, no
+    weights loaded), and it does not lie in output_dir, whose final/ and checkpoints this run rewrites."""
+    from checkpoint import damaged_weights
+
+    path = os.path.expanduser(cfg.model)
+    looks_like_path = os.path.exists(path) or cfg.model.startswith((".", "/", "~")) or cfg.model.count("/") != 1
+    if not looks_like_path:
+        return                                  # a hub id: from_pretrained reports what it cannot reach
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise ConfigError(f"model: {cfg.model!r} is not a model folder (no config.json); give a folder written by "
+                          "save_pretrained, a hub id like Qwen/Qwen2.5-0.5B-Instruct, or 'embedded'")
+    damage = damaged_weights(path)
+    if damage:
+        raise ConfigError(f"model: {os.path.join(cfg.model, damage[0])} is damaged ({damage[1]}); save the model "
+                          "again, or give another folder")
+    output_dir = os.path.realpath(cfg.output_dir)
+    if os.path.commonpath([os.path.realpath(path), output_dir]) == output_dir:
+        raise ConfigError(f"output_dir: {cfg.output_dir} holds the model this run starts from ({cfg.model}), and "
+                          "the run would write over it; give another --output_dir")
 
 
 def env_kwargs_of(cfg: TrainConfig) -> dict:
@@ -417,49 +523,153 @@ def validate_env_setup(cfg: TrainConfig, env_kwargs: dict) -> None:
             raise ConfigError(f"skills_dir: {error}") from None
 
 
+def _table(values: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items()) or "(nothing)"
+
+
 HELP_HEADER = "\n".join([
     "SDAR training (README: the default run; reproducing the paper).", "",
-    "Each default shown below is what this command line would run. The dataclass defaults are the paper's",
-    "(SPEC §4); a bare `python train.py` runs the embedded tiny agent (--model embedded), for which",
-    "config.EMBEDDED_DEFAULTS replace them:",
-    textwrap.fill(", ".join(f"{k}={v}" for k, v in EMBEDDED_DEFAULTS.items()), 100, initial_indent="  ",
-                  subsequent_indent="  "),
-    "A --config YAML file's values override those, and flags override everything. --parity released fills",
-    "every switch you leave unset the released code's way; --dry_run true prints the resolved config and",
-    "checks the env's setup. Compare `python train.py --help` with `python train.py --model ORG/NAME --help`."])
+    "Each (default: ...) below is the value this command line runs with, and where it comes from when that is",
+    "not the dataclass itself. The dataclass defaults (config.TrainConfig) are the paper's SDAR on ALFWorld",
+    "(paper Appendix C, Table 3). Presets change only what differs and only what you leave out, each later",
+    "one winning (env_kwargs merge key by key):",
+    *textwrap.wrap("env (config.ENVS): " + "; ".join(f"{name}: {_table(values)}" for name, values in ENVS.items()
+                                                  if values), 110, initial_indent="  ", subsequent_indent="    "),
+    *textwrap.wrap("method (config.METHODS): " + "; ".join(f"{name}: {_table(values)}" for name, values in METHODS.items()),
+                   110, initial_indent="  ", subsequent_indent="    "),
+    *textwrap.wrap(f"--parity released (config.PARITY): {_table(PARITY['released'])}; per env (config.PARITY_PER_ENV) "
+                   + "; ".join(f"{name}: {_table(values)}" for name, values in PARITY_PER_ENV["released"].items()),
+                   110, initial_indent="  ", subsequent_indent="    "),
+    *textwrap.wrap(f"--preset embedded (config.EMBEDDED_DEFAULTS): {_table(EMBEDDED_DEFAULTS)}", 110,
+                   initial_indent="  ", subsequent_indent="    "),
+    "--preset auto picks embedded for --model embedded (a bare `python train.py`) and for a model folder written",
+    "by a run on the embedded preset, else paper. A --config YAML file's values override the presets, and flags",
+    "override everything. --dry_run true prints the resolved config and checks the env's setup. Compare",
+    "`python train.py --help` with `python train.py --model ORG/NAME --help`."])
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The header as written, and each field's default (the --config file's value when one is given)."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The header as written; help texts wrapped without splitting a value at a hyphen (runs/search-sdar)."""
+
+    def _split_lines(self, text, width):
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False, break_long_words=False)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are ConfigErrors (one line, exit 2 in train.main) instead of a usage dump."""
+
+    def error(self, message):
+        raise ConfigError(f"{message}; see train.py --help")
+
+
+def _bool(text: str) -> bool:
+    """true/false, yes/no, 1/0 in any case (a bare flag is true)."""
+    if text.lower() in ("true", "yes", "1"):
+        return True
+    if text.lower() in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _or_none(kind):
+    """A converter that reads none/null as None, for the fields where None means off or 'the env's own'."""
+    def convert(text: str):
+        return None if text.lower() in ("none", "null") else kind(text)
+    convert.__name__ = kind.__name__
+    return convert
+
+
+def make_parser(values: dict | None = None, sources: dict | None = None) -> ArgumentParser:
+    """One --flag per TrainConfig field. Without `values` nothing gets a default, so parsing yields only
+    what was typed; with them (the resolved config) the help shows each as its default, with its source."""
+    parser = ArgumentParser(prog="train.py", usage="%(prog)s [--FIELD VALUE ...]   (every field below is a flag)",
+                            description=HELP_HEADER, formatter_class=HelpFormatter,
+                            add_help=False, allow_abbrev=False, argument_default=argparse.SUPPRESS)
+    parser.add_argument("-h", "--help", action="store_true", help="Show this help (with the values this command "
+                        "line resolves to) and exit.")
+    for name, (kind, optional) in field_types().items():
+        convert = _bool if kind is bool else kind
+        convert = _or_none(convert) if optional else convert
+        doc = TrainConfig.__dataclass_fields__[name].metadata["help"].replace("%", "%%")
+        options = dict(type=convert, metavar=kind.__name__.upper(), help=" ".join(doc.split()))
+        if kind is bool:
+            options.update(nargs="?", const=True, metavar="true|false")
+        if values is not None:
+            source = (sources or {}).get(name)
+            shown = json.dumps(values[name]) if values[name] is None or kind is bool else values[name]
+            options["help"] += f" (default: {shown}{'; ' + source if source else ''})".replace("%", "%%")
+        parser.add_argument(f"--{name}", **options)
+    return parser
+
+
+def unknown_flag_error(unknown: list[str]) -> ConfigError:
+    """The first argument no field takes, with the closest field name ('did you mean')."""
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    word = unknown[0]
+    if not word.startswith("-"):
+        return ConfigError(f"{word}: unexpected argument (every setting is a --flag VALUE pair); see train.py --help")
+    flag = word.split("=", 1)[0].lstrip("-")
+    if flag.startswith("no_") and flag[3:] in names:
+        return ConfigError(f"--{flag}: no such flag; write --{flag[3:]} false")
+    close = difflib.get_close_matches(flag, names, n=1, cutoff=0.6)
+    hint = f"did you mean --{close[0]}? " if close else ""
+    return ConfigError(f"--{flag}: no such flag; {hint}see train.py --help for the list")
+
+
+def read_yaml(path: str) -> dict:
+    """The fields of a --config YAML file, checked to be a mapping of known field names."""
+    import yaml
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"config: file {path!r} not found; give the path of a YAML file")
+    with open(path) as handle:
+        values = yaml.safe_load(handle) or {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"config: {path} must hold a mapping of field: value")
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], [f.name for f in dataclasses.fields(TrainConfig)], n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"config: unknown field(s) {', '.join(unknown)}{hint} in {path}; see train.py --help")
+    return values
+
+
+def value_sources(cfg: TrainConfig, values: dict, flags: dict) -> dict:
+    """For the help: where each resolved value comes from, when not the dataclass default."""
+    sources = {}
+    for layer, preset in preset_layers(cfg):
+        sources.update({name: layer for name in preset})
+    if "preset" not in values and "preset" not in flags:
+        sources["preset"] = "chosen by auto"
+    yaml_source = f"from {flags.get('config')}"
+    sources.update({name: yaml_source for name in values})
+    sources.update({name: "your flag" for name in flags})
+    if "env_kwargs" in values or "env_kwargs" in flags:
+        kwargs_layers = [layer for layer, preset in preset_layers(cfg) if "env_kwargs" in preset]
+        kwargs_layers += [yaml_source] * ("env_kwargs" in values) + ["your flag"] * ("env_kwargs" in flags)
+        sources["env_kwargs"] = "merged: " + " + ".join(kwargs_layers)
+    return sources
 
 
 def parse_config(argv: list[str] | None = None) -> TrainConfig:
-    """CLI flags over an optional YAML file over the (embedded CPU) defaults; then resolve presets."""
-    import yaml
-    from transformers import HfArgumentParser
-
+    """CLI flags over an optional YAML file over the presets over the dataclass defaults. Only what the user
+    typed counts as set, so a flag that repeats a default still wins over a preset. `--help` prints the
+    values this command line resolves to and exits (SystemExit 0)."""
     argv = sys.argv[1:] if argv is None else argv
-    parser = HfArgumentParser(TrainConfig, description=HELP_HEADER, formatter_class=HelpFormatter)
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    pre, _ = HfArgumentParser(TrainConfig, add_help=False).parse_known_args(argv)   # --help waits for the YAML
-    values = {}
-    if pre.config:
-        if not os.path.isfile(pre.config):
-            raise ConfigError(f"config: file {pre.config!r} not found; give the path of a YAML file")
-        with open(pre.config) as handle:
-            values = yaml.safe_load(handle) or {}
-        if not isinstance(values, dict):
-            raise ConfigError(f"config: {pre.config} must hold a mapping of field: value")
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"config: unknown field(s) {', '.join(unknown)} in {pre.config}; see train.py --help")
-    model = pre.model if any(a.split("=")[0] == "--model" for a in argv) else values.get("model", pre.model)
-    if model == "embedded":
-        parser.set_defaults(**EMBEDDED_DEFAULTS)
-    parser.set_defaults(**values)
-    (cfg,) = parser.parse_args_into_dataclasses(args=argv)
-    probe = HfArgumentParser(TrainConfig, add_help=False)      # which flags were given, however spelled
-    unset = object()
-    probe.set_defaults(**{name: unset for name in known})
-    flags, _ = probe.parse_known_args(argv)
-    return resolve(cfg, set(values) | {name for name, value in vars(flags).items() if value is not unset})
+    namespace, unknown = make_parser().parse_known_args(argv)
+    if unknown:
+        raise unknown_flag_error(unknown)
+    flags = vars(namespace)
+    wants_help = flags.pop("help", False)
+    values = read_yaml(flags["config"]) if flags.get("config") else {}
+    check_types(values)
+    merged = {**values, **flags}
+    if "env_kwargs" in values and "env_kwargs" in flags:
+        yaml_kwargs, flag_kwargs = json_object(values["env_kwargs"]), json_object(flags["env_kwargs"])
+        if yaml_kwargs is not None and flag_kwargs is not None:
+            merged["env_kwargs"] = json.dumps({**yaml_kwargs, **flag_kwargs})
+    cfg = resolve(TrainConfig(**merged), given=set(merged))
+    if wants_help:
+        make_parser(dataclasses.asdict(cfg), value_sources(cfg, values, flags)).print_help()
+        raise SystemExit(0)
+    return cfg

@@ -92,28 +92,45 @@ def iteration_metrics(accelerator, roll: dict, num_samples: int, extra: dict) ->
     return metrics
 
 
-PANELS = (("eval/success", "train/success"), ("train/reward",), ("sdar/gate_mean", "sdar/gate_active"),
-          ("loss/pg", "loss/sdar", "loss/kl"))
+# (title, y label, metrics) of each panel of curves.png; the teacher's start-up score is drawn as a line.
+PANELS = (("Success on the fixed panel", "success rate", ("eval/success", "train/success")),
+          ("Training reward", "episode return", ("train/reward",)),
+          ("SDAR gate", "gate value / share of tokens", ("sdar/gate_mean", "sdar/gate_active")),
+          ("Losses", "loss", ("loss/pg", "loss/sdar", "loss/kl")))
+LABELS = {"eval/success": "student, eval panel", "train/success": "student, training rollouts",
+          "train/reward": "mean return", "sdar/gate_mean": "mean gate g", "sdar/gate_active": "share with g > 0.5",
+          "loss/pg": "policy (GRPO)", "loss/sdar": "self-distillation", "loss/kl": "KL to initial"}
 
 
 def plot_curves(metrics_path: str, png_path: str) -> bool:
-    """One panel per metric family, x = iteration; returns False when matplotlib is missing."""
+    """One titled panel per metric family, x = iteration (integer ticks), y labelled, and on the success
+    panel the teacher's start-up score as a dashed line (the skills' worth, SDAR's premise); returns
+    False when matplotlib is missing."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         return False
     rows = [json.loads(line) for line in open(metrics_path) if line.strip()]
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.2))
-    for ax, keys in zip(axes, PANELS):
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(4.2 * len(PANELS), 3.4))
+    for ax, (title, ylabel, keys) in zip(axes, PANELS):
         for key in keys:
             points = [(r["iteration"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
             if points:
-                ax.plot(*zip(*points), marker="o" if key.startswith("eval/") else None, label=key)
-        ax.set_xlabel("iteration")
+                ax.plot(*zip(*points), marker="o" if key.startswith("eval/") else None, label=f"{LABELS[key]} ({key})")
+        teacher = [r["eval/teacher_success"] for r in rows if isinstance(r.get("eval/teacher_success"), (int, float))]
+        if "eval/success" in keys and teacher:
+            ax.axhline(teacher[0], color="tab:green", linestyle="--",
+                       label="teacher at start, skills shown (eval/teacher_success)")
+        ax.set_title(title, fontsize=10)
+        ax.set(xlabel="iteration", ylabel=ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax.lines:                            # a panel with nothing logged yet has no legend
             ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "not logged in this run", ha="center", va="center", transform=ax.transAxes, color="gray")
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)

@@ -1,11 +1,12 @@
-"""The SDAR objective on one batch of step samples, over tensors only (SPEC §1):
+"""The SDAR objective on one batch of step samples, over tensors only (the paper's §2, Method):
 
     L = pg_coef * PG + kl_coef * KL - entropy_coef * H + sdar_coef * SDAR   (+ skill_sd_coef * SkillSD)
 
 This is the function to read next to the paper's equation, and to copy: it needs `grpo.py` and
 `gate.py` (torch only) and no config object. The baselines of the paper's table are coefficient
 settings: GRPO `sdar_coef=0`, GRPO+OPSD `beta=0`, OPSD `pg_coef=0`, Skill-SD `skill_sd_coef>0`,
-RLSD `rlsd_lam>0`.
+RLSD `rlsd_lam>0`. The keyword defaults (of `objective_terms`) are the paper's (SDAR on ALFWorld), the
+same as config.TrainConfig's (tests/test_config.py compares them).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Step-wise multi-turn rollout on plain Hugging Face `generate` (SPEC §3, verl-agent's design).
+"""Step-wise multi-turn rollout on plain Hugging Face `generate` (verl-agent's design, which the released
+code builds on: its `agent_system/multi_turn_rollout/rollout_loop.py`).
 
 Every turn of every episode becomes its own training sample: the prompt is rebuilt each turn from the
 task, the step count, the last few (observation, action) pairs and the current observation, so prompts
@@ -258,7 +259,7 @@ def rollout(model, tokenizer, envs: list[Env], seeds: list[int], group_ids: list
 
 @torch.no_grad()
 def play_episodes(model, tokenizer, envs: list[Env], seeds: list[int], group_ids: list[int], config: RolloutConfig,
-                  skill_fn=None, task_indices: list[int | None] | None = None):
+                  skill_fn=None, task_indices: list[int | None] | None = None, progress=None):
     """Play one episode in each env; returns (step samples per trajectory, final infos, returns, response
     tokens, generate seconds).
 
@@ -266,6 +267,7 @@ def play_episodes(model, tokenizer, envs: list[Env], seeds: list[int], group_ids
     skill_fn(env, info[, prompt_text]) -> (skill_text, skill_category): the teacher's privileged text for a
     task, asked at reset, and again at every turn with the student's message if `skill_fn.per_turn`.
     task_indices: a fixed task per env (evaluation panels) instead of drawing one from the seed.
+    progress: a tqdm bar advanced by each episode as it ends.
     Rows of every generate call are the active envs in index order (unless `sort_by_length`).
     """
     was_training = model.training
@@ -319,6 +321,8 @@ def play_episodes(model, tokenizer, envs: list[Env], seeds: list[int], group_ids
             observations[i], infos[i] = observation, info
             if not done:
                 still_active.append(i)
+        if progress is not None:
+            progress.update(len(active) - len(still_active))
         active = still_active
     returns = [_score_trajectory(trajectories[i], rewards[i], config.invalid_penalty, bool(infos[i]["won"]))
                for i in range(n)]
@@ -382,14 +386,19 @@ def action_token_mask(tokenizer, response_ids: list[int], tags: tuple[str, ...])
     return mask
 
 
-def evaluate(model, tokenizer, envs: list[Env], task_indices: list[int], config: RolloutConfig, skill_fn=None):
+def evaluate(model, tokenizer, envs: list[Env], task_indices: list[int], config: RolloutConfig, skill_fn=None,
+             progress: str | None = None):
     """One episode per task of a fixed panel (same tasks every evaluation), `len(envs)` tasks at a time;
-    returns the episode metrics of the whole panel."""
+    returns the episode metrics of the whole panel. `progress`: the label of a bar of episodes played
+    (an evaluation of 128 tasks takes long enough that a silent one looks hung)."""
+    from tqdm import tqdm
+
     trajectories, infos, returns, tokens, seconds = [], [], [], 0, 0.0
-    for start in range(0, len(task_indices), max(1, len(envs))):
-        chunk = task_indices[start:start + len(envs)]
-        seeds = list(range(start, start + len(chunk)))
-        played = play_episodes(model, tokenizer, envs[:len(chunk)], seeds, seeds, config, skill_fn, chunk)
-        trajectories, infos, returns = trajectories + played[0], infos + played[1], returns + played[2]
-        tokens, seconds = tokens + played[3], seconds + played[4]
+    with tqdm(total=len(task_indices), desc=progress, unit="episode", leave=False, disable=progress is None) as bar:
+        for start in range(0, len(task_indices), max(1, len(envs))):
+            chunk = task_indices[start:start + len(envs)]
+            seeds = list(range(start, start + len(chunk)))
+            played = play_episodes(model, tokenizer, envs[:len(chunk)], seeds, seeds, config, skill_fn, chunk, bar)
+            trajectories, infos, returns = trajectories + played[0], infos + played[1], returns + played[2]
+            tokens, seconds = tokens + played[3], seconds + played[4]
     return episode_metrics(infos, trajectories, returns, tokens, seconds)

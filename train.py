@@ -29,7 +29,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from checkpoint import (CheckpointError, check_output_dir, checkpoint_path, load_optimizer_state, load_trainer_state,
                         save_final, save_on_all, start_output_dir)
-from config import ConfigError, TrainConfig, env_kwargs_of, parse_config, validate
+from config import ConfigError, TrainConfig, env_kwargs_of, parse_config, preset_note, validate
 from diagnostics import action_masks, advantage_diagnostics, gap_statistics, measure_term_gradients
 from embedded import embedded_model_path
 from envs import make_env
@@ -146,7 +146,9 @@ def run_eval(model, tokenizer, accelerator, cfg, eval_envs, panel, skills, itera
     set_seed(task_seed(cfg.seed, iteration, EVALUATION + accelerator.process_index), device_specific=False)
     config = rollout_config(cfg, evaluation=True, teacher=teacher)
     with accelerator.autocast():
-        metrics = evaluate(accelerator.unwrap_model(model), tokenizer, eval_envs, panel, config, skills)
+        label = f"{prefix.rstrip('/')} {'teacher' if teacher else 'student'} @ {iteration}"
+        metrics = evaluate(accelerator.unwrap_model(model), tokenizer, eval_envs, panel, config, skills,
+                           progress=label if accelerator.is_main_process else None)
     n = len(panel)
     keys = ["success", "score", "return", "episode_length", "invalid_rate"]
     totals = torch.tensor([metrics[k] * n for k in keys] + [n], device=accelerator.device, dtype=torch.float64)
@@ -210,6 +212,9 @@ def setup(cfg: TrainConfig) -> Run:
     resume_from = check_output_dir(cfg)          # refuses an earlier run's folder before anything is built
     state = load_trainer_state(resume_from) if resume_from else {"iteration": 0}
     accelerator.print(json.dumps(vars(cfg), indent=1))
+    accelerator.print(preset_note(cfg))
+    if resume_from:
+        accelerator.print(f"resuming from {resume_from}: iteration {state['iteration']} of {cfg.iterations} done")
     envs, eval_envs, panel = make_envs(cfg, accelerator.num_processes, rank)
     set_seed(cfg.seed, device_specific=False)    # fresh LoRA adapters are drawn at random: the same every run
     tokenizer, model, reference = load_models(cfg, resume_from, accelerator)
@@ -325,6 +330,7 @@ def dry_run(cfg: TrainConfig) -> None:
     """Print the resolved config and build one environment (which checks a real benchmark's data folder,
     checkout or retriever), without loading a model or writing anything."""
     print(json.dumps(vars(cfg), indent=1))
+    print(preset_note(cfg))
     make_env(cfg.env_name, cfg.env_backend, **env_kwargs_of(cfg))
     print(f"dry run: the config is valid and the {cfg.env_backend} {cfg.env_name} environment is set up")
 

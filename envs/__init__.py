@@ -75,7 +75,8 @@ def accepted_kwargs(name: str, backend: str = "builtin") -> list[str]:
 def check_env_kwargs(name: str, backend: str, kwargs: dict) -> None:
     """Check `--env_kwargs` before anything heavy loads: every key is a setting of the class, the
     switches shared by every env have valid values, a prompt template loads, and a real benchmark's
-    own cheap checks pass (`check_kwargs`: data folder, checkout, placeholders, pyarrow). Raises
+    own cheap checks pass (`check_kwargs`: data folder, checkout, placeholders, pyarrow), and a built-in
+    engine runs with the values (`check_builtin_values`). Raises
     ValueError or `EnvSetupError` with one line that names the key and what is accepted."""
     from envs.base import check_switches
 
@@ -95,3 +96,21 @@ def check_env_kwargs(name: str, backend: str, kwargs: dict) -> None:
     check = getattr(env_class(name, backend), "check_kwargs", None)
     if check is not None:
         check(kwargs)
+    if backend == "builtin":
+        check_builtin_values(name, kwargs)
+
+
+def check_builtin_values(name: str, kwargs: dict) -> None:
+    """Build one built-in env with these kwargs and reset it once, so that a bad value (an unknown room
+    size, a prior strength above 1, a word where a number goes) fails here in one line, before any model
+    loads, not in the first rollout. The built-in engines are cheap to build and cache their data; a
+    `retriever_url` is left out here (it gets its probe search when the run builds its envs)."""
+    trial = {key: value for key, value in kwargs.items() if key != "retriever_url"}
+    try:
+        make_env(name, "builtin", **trial).reset(0, split="train")
+    except Exception as error:                  # any bad value: the engines raise ValueError, TypeError, ...
+        problem = " ".join(str(error).split()) or type(error).__name__
+        if not any(key in problem for key in trial):
+            problem = f"the {name} env cannot run with {trial} ({type(error).__name__}: {problem})"
+        fix = "" if ";" in problem else "; fix the value in --env_kwargs"
+        raise ValueError(f"env_kwargs: {problem}{fix}") from None

@@ -1,4 +1,5 @@
-"""The teacher's privileged context: skill files and how one is picked for a task (SPEC §2).
+"""The teacher's privileged context: skill files and how one is picked for a task (the paper's §2,
+Method: skill-conditioned privileged guidance).
 
 A skill folder (this repo's `skills/`, or a user's SkillBank given as `skills_dir`) holds one subfolder
 per environment: `<env>/general.md` with advice for every task and `<env>/<category>.md` for one task

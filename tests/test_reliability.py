@@ -231,6 +231,54 @@ def test_bad_yaml_gives_one_line_and_exit_2(text, needle, tmp_path, capsys):
     assert needle in main_in_process(["--config", str(path), "--output_dir", str(tmp_path / "out")], capsys)
 
 
+@pytest.mark.parametrize("args,needle", [
+    (["--env_kwargs", '{"room_size": "smal"}'], "env_kwargs: room_size='smal' is unknown; choose one of full, small"),
+    (["--env_kwargs", '{"prior_strength": 1.5}'], "env_kwargs: prior_strength=1.5 must be a number in [0, 1]"),
+    (["--env_kwargs", '{"max_steps": "eight"}'], "'max_steps': 'eight'"),
+    (["--iteratons", "3"], "--iteratons: no such flag; did you mean --iterations?"),
+    (["--no_plot"], "--no_plot: no such flag; write --plot false"),
+    (["--iter", "3"], "--iter: no such flag"),                   # no abbreviations: what is typed is what runs
+])
+def test_bad_env_values_and_misspelled_flags_give_one_line_and_exit_2(args, needle, tmp_path, capsys):
+    """Values the env class rejects fail in validation (one built-in env is built and reset), and an
+    unknown flag names the closest field, all before any model loads."""
+    assert needle in main_in_process(args + ["--output_dir", str(tmp_path)], capsys)
+    assert not os.listdir(tmp_path)
+
+
+def test_a_truncated_weights_file_in_a_model_folder_gives_one_line_and_exit_2(model_dir, tmp_path, capsys):
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    _truncate(folder / "model.safetensors")
+    line = main_in_process(["--model", str(folder), "--output_dir", str(tmp_path / "out")], capsys)
+    assert line.startswith(f"error: model: {folder / 'model.safetensors'} is damaged (")
+    assert not os.path.exists(tmp_path / "out")
+
+
+@pytest.mark.parametrize("folder", ["missing", "empty"])
+def test_resume_without_a_checkpoint_is_refused(folder, model_dir, tmp_path):
+    """A typo in the output_dir of --resume true must not start a fresh run unnoticed."""
+    out = tmp_path / "run"
+    if folder == "empty":
+        out.mkdir()
+    line = one_line_exit_2(THREE + ["--model", model_dir, "--output_dir", str(out), "--resume", "true"])
+    there = "does not exist" if folder == "missing" else "holds no complete checkpoint"
+    assert f"output_dir: --resume true, but {out} {there}" in line and "leave out --resume" in line
+    assert sorted(os.listdir(tmp_path)) == ([] if folder == "missing" else ["run"]) and not list(out.glob("*"))
+
+
+def test_checkpoints_and_final_follow_the_umask(straight):
+    """Like any file the user writes (not mkdtemp's 0700 or the 0600 weights save_pretrained leaves)."""
+    from checkpoint import list_checkpoints
+    umask = os.umask(0)
+    os.umask(umask)
+    for root in list_checkpoints(straight) + [os.path.join(straight, "final")]:
+        assert os.stat(root).st_mode & 0o777 == 0o777 & ~umask, root
+        for path in glob.glob(os.path.join(root, "**", "*"), recursive=True):
+            expected = (0o777 if os.path.isdir(path) else 0o666) & ~umask
+            assert os.stat(path).st_mode & 0o777 == expected, path
+
+
 def test_bad_input_exits_2_from_the_command_line_too(tmp_path):
     one_line_exit_2(["--group_size", "eight", "--output_dir", str(tmp_path)], timeout=60)
 

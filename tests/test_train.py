@@ -37,6 +37,8 @@ def check_run(result, output_dir, iterations=2):
             assert isinstance(value, (int, float)) and math.isfinite(value), (key, value)
     for key in ("train/reward", "train/success", "loss/pg", "grad_norm", "perf/iter_s", "eval/success"):
         assert key in rows[-1], key
+    with open(os.path.join(output_dir, "final", "sdar_config.json")) as handle:
+        assert json.load(handle)["output_dir"] == output_dir            # the run's config travels with its model
     from transformers import AutoModelForCausalLM, AutoTokenizer
     for folder in (os.path.join(output_dir, "final"), os.path.join(output_dir, "checkpoints", f"iter_{iterations:06d}", "model")):
         AutoModelForCausalLM.from_pretrained(folder)
@@ -51,6 +53,9 @@ METHODS = ["sdar", "grpo", "grpo_opsd", "opsd", "skill_grpo", "skill_sd", "rlsd"
 def test_every_method_runs_on_alfworld(method, model_dir, tmp_path):
     result = run_train(FAST + ["--model", model_dir, "--method", method, "--output_dir", str(tmp_path)])
     rows = check_run(result, str(tmp_path))
+    for phase in ("eval student @ 0", "eval teacher @ 0", "eval student @ 1", "eval student @ 2"):
+        assert f"{phase}: " in result.stderr, phase                    # every evaluation shows its progress
+    assert "preset: paper (the model is not the embedded agent)" in result.stdout
     if method in ("sdar", "grpo_opsd", "opsd"):
         assert "sdar/gate_mean" in rows[-1] and "loss/sdar" in rows[-1]
         histograms = [json.loads(line) for line in open(os.path.join(tmp_path, "gate_hist.jsonl"))]
@@ -102,6 +107,7 @@ def test_resume_matches_an_uninterrupted_run(model_dir, tmp_path):
     assert run_train(args + ["--output_dir", split]).returncode == 0
     result = run_train(three + ["--output_dir", split, "--resume", "true"])
     assert result.returncode == 0, result.stderr[-2000:]
+    assert f"resuming from {os.path.join(split, 'checkpoints', 'iter_000002')}: iteration 2 of 3 done" in result.stdout
     a, b = _weights(os.path.join(straight, "final")), _weights(os.path.join(split, "final"))
     assert a.keys() == b.keys()
     for name in a:
