@@ -145,3 +145,12 @@ def test_help_names_where_a_value_comes_from(capsys):
     _, text = help_defaults(["--model", "Qwen/Qwen2.5-0.5B-Instruct", "--env_name", "search", "--lr", "2e-6"], capsys)
     assert "(default: 0.001; env search)" in text and "(default: 2e-06; your flag)" in text
     assert "(default: paper; chosen by auto)" in text
+
+
+def test_the_sparse_regime_config_is_the_embedded_run_with_five_turns():
+    """configs/embedded-sparse.yaml (README "Does the gate help?") changes the turn budget and nothing else."""
+    sparse = parse_config(["--config", os.path.join(ROOT, "configs", "embedded-sparse.yaml")])
+    default = parse_config([])
+    assert sparse.max_turns == 5 and default.max_turns == 8
+    changed = {f.name for f in dataclasses.fields(TrainConfig) if getattr(sparse, f.name) != getattr(default, f.name)}
+    assert changed == {"config", "max_turns", "output_dir"}

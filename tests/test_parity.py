@@ -116,8 +116,9 @@ def test_released_micro_batches_give_the_released_sample_weights(parity, loss_ag
     expected = _gradient_of(model, sum(w * sample_mean(row) for row, w in enumerate(weights)))
     model = tiny_model_factory(seed=0)
     before = [p.detach().clone() for p in model.parameters()]
-    cfg = resolve(TrainConfig(parity=parity, loss_agg=loss_agg, mini_batch_size=mini_batch_size, micro_batch_size=2,
-                              kl_coef=0.0, entropy_coef=0.0, sdar_coef=0.0, grad_clip=1e9))
+    chosen = {"loss_agg": loss_agg} if loss_agg else {}                     # None: the parity's own
+    cfg = resolve(TrainConfig(parity=parity, mini_batch_size=mini_batch_size, micro_batch_size=2, kl_coef=0.0,
+                              entropy_coef=0.0, sdar_coef=0.0, grad_clip=1e9, **chosen))
     update_policy(model, torch.optim.SGD(model.parameters(), lr=1.0), Accelerator(cpu=True), experience, cfg,
                   torch.Generator().manual_seed(0), {})
     for b, a, g in zip(before, model.parameters(), expected):
