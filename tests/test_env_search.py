@@ -466,7 +466,7 @@ def test_a_dataset_without_questions_stops_train_at_setup(tmp_path, capsys):
     from train import main
     env_kwargs = json.dumps({"data_path": str(tmp_path), "check_retriever": False})
     code = main(["--env_name", "search", "--env_backend", "real", "--env_kwargs", env_kwargs, "--dry_run", "true",
-                 "--output_dir", str(tmp_path / "run")])
+                 "--preset", "paper", "--output_dir", str(tmp_path / "run")])
     assert code == 2 and not (tmp_path / "run").exists()
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: data_path: no question loaded from")
 

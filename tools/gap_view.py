@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [task_seed(args.seed, 0, episode) for episode in range(args.episodes)]
     samples, _ = rollout(model, tokenizer, envs, seeds, list(range(args.episodes)), rollout_config(cfg), skills)
     experience, _ = build_experience(model, None, tokenizer, samples, torch.zeros(len(samples)), cfg)
-    label = f"{args.run}, {args.checkpoint} weights ({path}), {args.episodes} training episodes, seed {args.seed}"
+    label = (f"run {os.path.basename(os.path.normpath(args.run))}, its {args.checkpoint} weights, {args.episodes} "
+             f"training episodes, seed {args.seed}")
     out = args.out or os.path.join(args.run, "gap_view.html")
     with open(out, "w") as handle:
         handle.write(render(cfg, tokenizer, samples, experience, label))
