@@ -26,9 +26,7 @@ sys.path.insert(0, ROOT)
 
 import checkpoint  # noqa: E402
 import grpo  # noqa: E402
-import rollout  # noqa: E402
 import train  # noqa: E402
-import update  # noqa: E402
 from envs.search.retriever import RetrieverError  # noqa: E402
 
 
@@ -79,13 +77,13 @@ if __name__ == "__main__":
     if point == "optimizer":              # only checkpoint.py's view of torch and shutil is changed
         checkpoint.torch = types.SimpleNamespace(save=on_call(real_save, n, before=half_written), load=torch.load)
     elif point == "update":
-        update.update_policy = on_call(update.update_policy, n, after=lambda *args: die())
+        train.update_policy = on_call(train.update_policy, n, after=lambda *args: die())   # train's own binding
     elif point == "prune":
         checkpoint.shutil = types.SimpleNamespace(rmtree=on_call(shutil.rmtree, n, before=half_deleted))
     elif point == "nan":
-        grpo.group_advantages = nan_advantages
+        train.group_advantages = nan_advantages
     elif point == "retriever":
-        rollout.rollout = on_call(rollout.rollout, n, before=retriever_gone)
+        train.rollout = on_call(train.rollout, n, before=retriever_gone)
     else:
         sys.exit(f"unknown point {point!r}")
     sys.exit(train.main(argv))
