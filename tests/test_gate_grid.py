@@ -61,3 +61,14 @@ def test_gate_grid_and_gap_view_end_to_end(model_dir, tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     text = page.read_text()
     assert text.count("class='episode") == 2 and 'title="gap ' in text and "gate" in text
+
+
+def test_the_counterpart_column_pairs_the_gate_with_no_gate():
+    from tools.gate_grid import counterpart_cell
+
+    runs = [{"regime": "sparse", "row": row, "seed": seed, "curve": [(0, 0.1), (8, final)]}
+            for row, finals in (("b0-l1", (0.30, 0.40, 0.50)), ("b5-l1", (0.40, 0.52, 0.58)), ("grpo", (0.3, 0.3, 0.3)))
+            for seed, final in enumerate(finals)]
+    assert counterpart_cell(runs, "sparse", "b5-l1") == "vs beta 0 lambda 1: 10.0 ± 1.2 (above)"
+    assert counterpart_cell(runs, "sparse", "b0-l1") == "—"                 # beta 0 has no counterpart
+    assert counterpart_cell(runs, "default", "b5-l1") == "—"                # nothing run there

@@ -54,6 +54,10 @@ PLAN = {   # the rows each regime runs by default
     "sparse_wrong": ["grpo", "b0-l1", "b5-l1"],
     "default": ["grpo", "b0-l1", "b5-l1", "centred-b5"],
 }
+# The row each row is compared with besides GRPO: the gate against no gate (beta 5 against beta 0 at the same
+# lambda), and the two variants of the gated term against the released one.
+COUNTERPART = {"b5-l0.01": "b0-l0.01", "b5-l0.1": "b0-l0.1", "b5-l1": "b0-l1", "opsd-b5": "opsd-b0",
+               "centred-b5": "b5-l1", "rkl-b5": "b5-l1"}
 DIAGNOSTICS = ("adv/all_equal_groups", "grad/sdar_to_pg", "grad/cos_pg_sdar", "sdar/gate_dev/action",
                "sdar/gap_adv_corr")
 
@@ -97,28 +101,39 @@ def collect(runs_dir: str, jobs: list[tuple[str, str, int]], iterations: int) ->
     return runs
 
 
-def paired_differences(runs: list[dict], regime: str, row: str) -> list[float]:
-    """Final eval success of `row` minus GRPO's, seed by seed, in one regime."""
-    grpo = {r["seed"]: r["curve"][-1][1] for r in runs if r["regime"] == regime and r["row"] == "grpo"}
-    return [r["curve"][-1][1] - grpo[r["seed"]] for r in runs
-            if r["regime"] == regime and r["row"] == row and r["seed"] in grpo]
+def paired_differences(runs: list[dict], regime: str, row: str, reference: str = "grpo") -> list[float]:
+    """Final eval success of `row` minus the `reference` row's, seed by seed, in one regime."""
+    base = {r["seed"]: r["curve"][-1][1] for r in runs if r["regime"] == regime and r["row"] == reference}
+    return [r["curve"][-1][1] - base[r["seed"]] for r in runs
+            if r["regime"] == regime and r["row"] == row and r["seed"] in base]
 
 
-def verdict(differences: list[float]) -> str:
+def verdict(differences: list[float], reference: str = "GRPO") -> str:
     """Whether a paired difference clears two standard errors (needs at least two seeds)."""
     if len(differences) < 2:
         return "n/a"
     mean, err = mean_stderr(differences)
+    name = f" {reference}" if reference else ""
     if err == 0:
-        return "no difference" if mean == 0 else ("above GRPO (s.e. 0)" if mean > 0 else "below GRPO (s.e. 0)")
-    return "above GRPO" if mean > 2 * err else "below GRPO" if mean < -2 * err else "within 2 s.e."
+        return "no difference" if mean == 0 else f"{'above' if mean > 0 else 'below'}{name} (s.e. 0)"
+    return f"above{name}" if mean > 2 * err else f"below{name}" if mean < -2 * err else "within 2 s.e."
+
+
+def counterpart_cell(runs: list[dict], regime: str, row: str) -> str:
+    """'<counterpart>: mean ± s.e. (verdict)' of the paired difference to the row's COUNTERPART."""
+    other = COUNTERPART.get(row)
+    differences = paired_differences(runs, regime, row, other) if other else []
+    if not differences:
+        return "—"
+    short = other.replace("-l", " lambda ").replace("b0", "beta 0").replace("b5", "beta 5").replace("opsd-", "alone, ")
+    return f"vs {short}: {pm(differences)} ({verdict(differences, '')})"
 
 
 def table(runs: list[dict], plan: dict) -> str:
     """One line per (regime, row): start, final, final - GRPO paired by seed and whether it clears 2 s.e.,
     and the diagnostics averaged over iterations and seeds."""
     header = ["regime", "method", "seeds", "teacher - student (start)", "start", "final", "final - GRPO (paired)",
-              "vs GRPO", "all-equal groups", "|grad SDAR| / |grad PG|", "cos(PG, SDAR)", "mean abs(g - 1/2), action",
+              "vs GRPO", "final - counterpart (paired)", "all-equal groups", "|grad SDAR| / |grad PG|", "cos(PG, SDAR)", "mean abs(g - 1/2), action",
               "corr(action gap, A)"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for regime, rows in plan.items():
@@ -131,7 +146,8 @@ def table(runs: list[dict], plan: dict) -> str:
                        if r["regime"] == regime and r["row"] == "grpo" and r["teacher_start"] is not None]
             cells = [regime, ROWS[row][0], str(len(chosen)), pm(teacher), pm([r["curve"][0][1] for r in chosen]),
                      pm([r["curve"][-1][1] for r in chosen]),
-                     "—" if row == "grpo" else pm(differences), "—" if row == "grpo" else verdict(differences)]
+                     "—" if row == "grpo" else pm(differences), "—" if row == "grpo" else verdict(differences),
+                     counterpart_cell(runs, regime, row)]
             for key in DIAGNOSTICS:
                 values = [r["diagnostics"][key] for r in chosen if r["diagnostics"][key] is not None]
                 scale, digits = (100.0, 1) if key == "adv/all_equal_groups" else (1.0, 3)
@@ -221,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     wall = "" if args.collect else f", {(time.perf_counter() - start) / 60:.1f} min wall time ({args.jobs} runs at a time, {threads} thread(s) each)"
     report = (f"# Does the gate help?\n\nEval success (%) on the fixed 128-task panel after {args.iterations} "
               f"iterations, mean ± standard error over seeds; *final - GRPO* is paired by seed, and *vs GRPO* says "
-              f"whether it clears two standard errors. Diagnostics (`diagnostics.py`) are per-iteration means: the "
+              f"whether it clears two standard errors; *final - counterpart* compares the gate with no gate (beta 5 with beta 0 "
+              f"at the same lambda) and the variants with the released term, paired the same way. Diagnostics (`diagnostics.py`) are per-iteration means: the "
               f"share of groups whose episodes all had the same return, the SDAR term's gradient norm over the PG "
               f"term's and their cosine on one micro-batch, the mean |g - 1/2| on action tokens, and the correlation "
               f"of a step's summed action-token gap with its advantage.\n\n{table(runs, plan)}\n\n"
