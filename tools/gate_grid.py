@@ -156,9 +156,18 @@ def table(runs: list[dict], plan: dict) -> str:
     return "\n".join(lines)
 
 
+def short_label(row: str) -> str:
+    """A row's name short enough for an axis: "b5-l1" -> "beta 5, lambda 1", "opsd-b0" -> "alone, beta 0"."""
+    if row.startswith("b"):
+        beta, lam = row[1:].split("-l")
+        return f"beta {beta}, lambda {lam}"
+    kind, beta = row.split("-b")
+    return {"opsd": "alone", "rkl": "reverse KL", "centred": "centred"}[kind] + f", beta {beta}"
+
+
 def plot(runs: list[dict], plan: dict, path: str) -> None:
-    """Per regime (a column): the mean eval curves of every row, and each row's paired difference to GRPO
-    with error bars of two standard errors."""
+    """Per regime (a column): the mean eval curves of every row; each row's final success minus GRPO's and
+    minus its counterpart's (`COUNTERPART`), paired by seed, with error bars of two standard errors."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -169,20 +178,30 @@ def plot(runs: list[dict], plan: dict, path: str) -> None:
         for row in rows:
             chosen = [r["curve"] for r in runs if r["regime"] == regime and r["row"] == row]
             if chosen:
-                curve_band(curves_ax, chosen, ROWS[row][0])
+                curve_band(curves_ax, chosen, "GRPO" if row == "grpo" else short_label(row))
         curves_ax.set(title=f"{regime}: eval success, mean ± s.e. over seeds", xlabel="iteration",
                       ylabel="eval success (%)")
         curves_ax.grid(alpha=0.3)
         if curves_ax.lines:
-            curves_ax.legend(fontsize=6)
+            curves_ax.legend(fontsize=7)
         others = [row for row in rows if row != "grpo" and paired_differences(runs, regime, row)]
-        stats = [mean_stderr(paired_differences(runs, regime, row)) for row in others]
-        diff_ax.errorbar([100 * m for m, _ in stats], range(len(others)), xerr=[200 * e for _, e in stats],
-                         fmt="o", capsize=3)
+        series = (("minus GRPO", "tab:blue", 0.15, lambda row: "grpo"),
+                  ("minus its counterpart (beta 0; for the variants the released term)", "tab:orange", -0.15,
+                   lambda row: COUNTERPART.get(row)))
+        for label, colour, shift, reference in series:
+            points = [(k, mean_stderr(paired_differences(runs, regime, row, reference(row))))
+                      for k, row in enumerate(others) if paired_differences(runs, regime, row, reference(row))]
+            if points:
+                diff_ax.errorbar([100 * m for _, (m, _) in points], [k + shift for k, _ in points],
+                                 xerr=[200 * e for _, (_, e) in points], fmt="o", capsize=3, color=colour, label=label)
         diff_ax.axvline(0, color="grey", lw=1)
-        diff_ax.set_yticks(range(len(others)), [ROWS[row][0] for row in others], fontsize=7)
-        diff_ax.set(title=f"{regime}: final - GRPO, paired by seed (bars: 2 s.e.)", xlabel="points of eval success")
+        diff_ax.set_yticks(range(len(others)), [short_label(row) for row in others], fontsize=8)
+        diff_ax.set(title=f"{regime}: final success differences, paired by seed (bars: 2 s.e.)",
+                    xlabel="points of eval success")
         diff_ax.grid(alpha=0.3)
+        diff_ax.set_ylim(-0.6, len(others) - 0.4)
+        if diff_ax.lines:
+            diff_ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
