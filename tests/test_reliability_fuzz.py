@@ -154,7 +154,9 @@ def test_arbitrary_model_output_never_breaks_an_env(name, envs):
     check()
     print(f"\n{name}: {seen}")
     assert seen["strings"] >= PER_ENV                   # 3 x 3,400 >= 10,000 replies in all
-    assert min(seen.values()) >= 25, seen                 # every shape was actually generated
+    # every shape was actually generated; the counts move a little from run to run (measured 22 and 26 valid
+    # WebShop replies in two runs of the same code), so the bar sits well below them
+    assert min(seen.values()) >= 10, seen
 
 
 @pytest.mark.parametrize("name", ENV_NAMES)
