@@ -142,8 +142,10 @@ def table(runs: list[dict], plan: dict) -> str:
             if not chosen:
                 continue
             differences = paired_differences(runs, regime, row)
+            seeds = {r["seed"] for r in chosen}
             teacher = [r["teacher_start"] - r["curve"][0][1] for r in runs          # measured in the GRPO runs
-                       if r["regime"] == regime and r["row"] == "grpo" and r["teacher_start"] is not None]
+                       if r["regime"] == regime and r["row"] == "grpo" and r["seed"] in seeds
+                       and r["teacher_start"] is not None]
             cells = [regime, ROWS[row][0], str(len(chosen)), pm(teacher), pm([r["curve"][0][1] for r in chosen]),
                      pm([r["curve"][-1][1] for r in chosen]),
                      "—" if row == "grpo" else pm(differences), "—" if row == "grpo" else verdict(differences),
