@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import torch
 
+from experience import Experience
 from gate import gap_gate
 from objective import objective_terms
-from rollout import STOP_TAGS, action_token_mask
+from generation import STOP_TAGS, action_token_mask
 from update import live_forward, objective_coefficients
 
 GAP_EDGES = [-10.0 + 0.5 * k for k in range(41)]        # 40 bins over [-10, 10]; the outer ones catch the rest

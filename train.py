@@ -29,7 +29,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from checkpoint import (CheckpointError, check_output_dir, checkpoint_path, load_optimizer_state, load_trainer_state,
                         save_final, save_on_all, start_output_dir)
-from config import ConfigError, TrainConfig, env_kwargs_of, parse_config, preset_note, validate
+from cli import parse_config
+from config import ConfigError, TrainConfig, env_kwargs_of, preset_note, validate
 from diagnostics import action_masks, advantage_diagnostics, gap_statistics, measure_term_gradients
 from embedded import embedded_model_path
 from envs import make_env

@@ -11,7 +11,8 @@ import shutil
 
 import pytest
 
-from config import EMBEDDED_DEFAULTS, RUN_CONFIG, TrainConfig, parse_config, preset_note, validate
+from cli import parse_config
+from config import EMBEDDED_DEFAULTS, RUN_CONFIG, TrainConfig, preset_note, validate
 from conftest import ROOT
 
 EMBEDDED_KWARGS = json.loads(EMBEDDED_DEFAULTS["env_kwargs"])

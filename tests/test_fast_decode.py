@@ -1,4 +1,4 @@
-"""The fast decode path of rollout.generate_responses: the device-side tag stop agrees with decoding the
+"""The fast decode path of generation.generate_responses: the device-side tag stop agrees with decoding the
 text, the static cache samples what the dynamic cache samples, and row buckets keep real rows intact."""
 
 import random
@@ -7,8 +7,9 @@ import pytest
 import torch
 from transformers import CompileConfig
 
-import rollout
-from rollout import RolloutConfig, StopOnTags, bucket_rows, generate_responses
+import generation
+from generation import StopOnTags, bucket_rows, generate_responses
+from rollout import RolloutConfig
 
 
 def _stops_by_text(tokenizer, ids, tags, eos_ids):
@@ -74,7 +75,7 @@ def test_compiled_path_pads_rows_and_keeps_results(tokenizer, tiny_model_factory
         config._compile_all_devices = True
         return config
 
-    monkeypatch.setattr(rollout, "decode_compile_config", eager_config)
+    monkeypatch.setattr(generation, "decode_compile_config", eager_config)
     model = tiny_model_factory(seed=5)
     shapes = []
     generate = model.generate

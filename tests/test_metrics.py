@@ -1,6 +1,6 @@
 """The action-token mask: which tokens count as choosing the action."""
 
-from rollout import action_token_mask
+from generation import action_token_mask
 
 
 def test_action_token_mask_marks_the_action_contents(tokenizer):

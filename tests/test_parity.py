@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from config import parse_config
+from cli import parse_config
 
 
 def _experience(tokenizer, response_lengths):
@@ -128,7 +128,8 @@ def test_released_micro_batches_give_the_released_sample_weights(parity, loss_ag
 def test_sampling_to_eos_keeps_what_follows_the_action(tokenizer, tiny_model_factory):
     """Without stop tags (the released rule) a closed action tag neither stops a row nor cuts its response:
     only EOS or the budget end it, and the kept response is everything sampled, EOS included."""
-    from rollout import RolloutConfig, StopOnTags, cut_response, generate_responses
+    from generation import StopOnTags, cut_response, generate_responses
+    from rollout import RolloutConfig
 
     eos = {tokenizer.eos_token_id}
     ids = tokenizer("<think>go</think><action>go to fridge 1</action> more text", add_special_tokens=False)["input_ids"]

@@ -486,7 +486,8 @@ def test_every_torch_load_is_weights_only_and_no_code_is_trusted():
 
 
 def test_remote_code_is_off_unless_asked():
-    from config import TrainConfig, parse_config
+    from cli import parse_config
+    from config import TrainConfig
     assert TrainConfig().trust_remote_code is False and parse_config([]).trust_remote_code is False
     import train
     source = inspect.getsource(train.load_model)

@@ -6,7 +6,8 @@ import torch
 
 from envs import ENV_NAMES, make_env
 from prompts import render_chat
-from rollout import RolloutConfig, cut_response, evaluate, rollout
+from generation import cut_response
+from rollout import RolloutConfig, evaluate, rollout
 
 
 class RecordingModel(torch.nn.Module):

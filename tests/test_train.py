@@ -185,7 +185,8 @@ def test_bad_yaml_fails_fast(tmp_path):
 def test_paper_configs_parse_and_validate_on_eight_processes(name, tmp_path, monkeypatch):
     """The paper configs run the real benchmarks; with their data where the README says (stand-in
     folders here: an ALFWorld json_2.1.1, a WebShop checkout root, a Search-R1 data folder) they validate."""
-    from config import parse_config, validate
+    from cli import parse_config
+    from config import validate
     if name == "alfworld":
         pytest.importorskip("alfworld", reason="the real ALFWorld needs pip install alfworld==0.4.2")
     (tmp_path / "json_2.1.1").mkdir()

@@ -6,7 +6,7 @@
 
 Sections (each prints a JSON line per row as it goes, then a table):
   decode     ms per decode step and tokens/s of plain `model.generate` (dynamic cache) against the
-             project's rollout path (`rollout.generate_responses`) with a dynamic cache, a static cache,
+             project's rollout path (`generation.generate_responses`) with a dynamic cache, a static cache,
              and a static cache with a compiled decode step; the first call's extra time (compile and
              warm-up), graphs compiled, host syncs per step (CUDA), and a run of shrinking turns that
              shows the compiled path does not recompile every turn.
@@ -129,7 +129,8 @@ def decode_runner(model, tokenizer, variant: str, prompts: list[list[int]]):
     """run(new_tokens) -> decode steps actually taken, for one variant on fixed prompts."""
     from transformers import GenerationConfig
 
-    from rollout import RolloutConfig, eos_token_ids, generate_responses
+    from generation import eos_token_ids, generate_responses
+    from rollout import RolloutConfig
 
     device = next(model.parameters()).device
     if variant == "hf_generate":
