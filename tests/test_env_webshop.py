@@ -391,7 +391,12 @@ def fake_checkout(tmp_path, monkeypatch):
     (package / "__init__.py").write_text("")
     (package / "web_agent_text_env.py").write_text(FAKE_TEXT_ENV)
     monkeypatch.setattr(sys, "path", list(sys.path))
+    forget_webshop_modules()   # a real WebShop loaded by an earlier test would shadow the stand-in
     yield str(tmp_path)
+    forget_webshop_modules()
+
+
+def forget_webshop_modules() -> None:
     for name in [name for name in sys.modules if name.startswith("web_agent_site")]:
         del sys.modules[name]
 
@@ -421,11 +426,11 @@ def test_real_adapter_over_a_stand_in_checkout(fake_checkout, monkeypatch):
     assert [third.step("click[nothing]")[2] for _ in range(15)] == [False] * 14 + [True]
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(os.environ.get("WEBSHOP_PATH", "/nonexistent"), "web_agent_site")),
-                    reason="needs a WebShop checkout with its data; set WEBSHOP_PATH")
-def test_real_webshop_checkout():
+def test_real_webshop_checkout(webshop_real):
+    """WebShop's own text environment (the checkout, on the exported catalogue; see tests/test_webshop_real.py)."""
     from envs.webshop.real import RealWebShop
-    env = RealWebShop()
+    checkout, data = webshop_real
+    env = RealWebShop(webshop_path=checkout, data_dir=data)
     obs, info = env.reset(seed=0, split="test", task_index=0)
     assert set(INFO_KEYS) <= set(info) and "search[...]" in info["admissible_actions"]
     obs, reward, done, info = env.step(f"search[{info['task_description']}]")
