@@ -436,3 +436,33 @@ def test_real_webshop_checkout(webshop_real):
     obs, reward, done, info = env.step(f"search[{info['task_description']}]")
     assert "Back to Search" in obs and any(a.startswith("click[") for a in info["admissible_actions"])
     assert env.step("not an action")[0] == obs
+
+
+def test_real_adapter_names_the_export_when_data_dir_is_not_one(fake_checkout, tmp_path):
+    from envs.base import EnvSetupError
+    from envs.webshop.real import RealWebShop
+    empty = tmp_path / "not_exported"
+    empty.mkdir()
+    for call in (lambda: RealWebShop.check_kwargs({"webshop_path": fake_checkout, "data_dir": str(empty)}),
+                 lambda: RealWebShop(webshop_path=fake_checkout, data_dir=str(empty))):
+        with pytest.raises(EnvSetupError, match="envs.webshop.export"):
+            call()
+
+
+def test_export_writes_webshop_file_formats(tmp_path):
+    """The files without the index (that needs pyserini; tests/test_webshop_real.py builds it)."""
+    import json
+    subprocess.run([sys.executable, "-m", "envs.webshop.export", "--out", str(tmp_path), "--num", "12",
+                    "--no-index"], cwd=ROOT, check=True, capture_output=True)
+    products = json.load(open(tmp_path / "data" / "items_shuffle_1000.json"))
+    attributes = json.load(open(tmp_path / "data" / "items_ins_v2_1000.json"))
+    human = json.load(open(tmp_path / "data" / "items_human_ins.json"))
+    store = BuiltinWebShop(num_products=12).store
+    assert [p["asin"] for p in products] == [p.asin for p in store.products]
+    first = products[0]
+    assert first["pricing"].startswith("$") and isinstance(first["small_description"], list)
+    assert all(isinstance(v, list) and "value" in v[0] for v in first["customization_options"].values())
+    assert set(attributes[first["asin"]]) == {"attributes", "instruction", "instruction_attributes"}
+    assert sum(len(goals) for goals in human.values()) == len(store.goals)
+    documents = [json.loads(line) for line in open(tmp_path / "search_engine" / "resources" / "documents.jsonl")]
+    assert documents[0]["id"] == first["asin"] and documents[0]["contents"] == documents[0]["contents"].lower()
