@@ -18,7 +18,7 @@ WebShop checkout expects its data, next to the checkout's `web_agent_site` folde
 and the options WebShop's own indexing script uses (positions, document vectors and raw documents
 stored), so WebShop's `LuceneSearcher` reads it unchanged.
 
-    python -m envs.webshop.export --out /data/webshop_builtin --num 60
+    python -m envs.webshop.export --out /data/webshop_builtin --num 150
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def build_index(resources: str, index: str) -> None:
         raise RuntimeError(f"pyserini's indexer failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
 
 
-def export_catalog(out: str, num_products: int = 60, catalog_seed: int = 0, index: bool = True) -> dict:
+def export_catalog(out: str, num_products: int = 150, catalog_seed: int = 0, index: bool = True) -> dict:
     """Write products, goals and search files for `make_catalog(num_products, catalog_seed)` under `out`
     (use the same numbers as the `BuiltinWebShop` you compare against); returns the written paths."""
     products, goals = make_catalog(num_products, catalog_seed)
@@ -124,7 +124,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Write the built-in WebShop catalogue as WebShop data files "
                                                  "and a pyserini search index.")
     parser.add_argument("--out", required=True, help="output folder (pass it as RealWebShop's data_dir)")
-    parser.add_argument("--num", type=int, default=60, help="number of products (default 60)")
+    parser.add_argument("--num", type=int, default=150,
+                        help="number of products (default 150; WebShop keeps goals 0-499 for testing, so fewer "
+                             "than about 120 products leave no training goal)")
     parser.add_argument("--catalog-seed", type=int, default=0, help="catalogue seed (default 0)")
     parser.add_argument("--no-index", action="store_true", help="write the files only, skip the Lucene index")
     args = parser.parse_args(argv)
