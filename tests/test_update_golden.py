@@ -27,7 +27,7 @@ sys.path.insert(0, HERE)
 
 GOLDEN = os.path.join(HERE, "golden", "update.json")
 # Metrics update_policy gained after the record was written (issue 26), on a machine kind other than the
-# record's, so their bits could not be recorded; tests/test_rehearsal.py checks them by hand.
+# record's, so their bits could not be recorded; tests/test_gpu_check.py checks them by hand.
 ADDED_AFTER_RECORD = ("pg/first_minibatch_approx_kl", "pg/first_minibatch_clip_frac")
 CASES = {
     "sdar": dict(),
