@@ -145,7 +145,7 @@ def run_train(args, model_dir: str, precision: str, fast: str, seconds_left: flo
     keep = [key for key in first if key.startswith(("perf/", "pg/first_minibatch_"))]
     keep += ["train/step_samples", "loss/pg", "loss/kl", "loss/sdar", "grad_norm"]
     return {"wall_s": wall, "first_iteration": {key: first.get(key) for key in keep},
-            "eval/success": rows[-1].get("eval/success"), "iterations": len(rows) - 1}
+            "eval/success": rows[-1].get("eval/success"), "iterations": rows[-1]["iteration"]}
 
 
 def train_section(args, model_dir: str, budget, report) -> None:
