@@ -207,30 +207,39 @@ def micro_step_section(args, model_dir: str, report) -> None:
 def estimate_section(args, model_dir: str, report) -> None:
     """The GPU memory of a `--micro_rows` x `--micro_len` SDAR step, estimated from CPU measurements.
 
-    Measured: one row's micro-step (forward, backward, AdamW step) at two lengths whose response half is
-    at least one log-prob chunk (128 positions), with and without gradient checkpointing, fitted as
-    fixed + per_token x tokens: `fixed` is gradients, AdamW's two moments and one row's head chunk,
-    `per_token` the activations kept for backward. Added: the float32 weights of policy and reference
-    (loaded before the measured window opens) and the head chunk of the other rows (logits, log-softmax
-    and their gradients in float32: 4 x 128 positions x vocabulary x 4 bytes per row)."""
+    Measured: one row's micro-step (forward, backward, AdamW step) without gradient checkpointing at two
+    lengths whose response half is at least one log-prob chunk (128 positions), fitted as fixed + per_token
+    x tokens: `fixed` is the gradients, AdamW's two moments and one row's head chunk, `per_token` the
+    activations kept for backward (all layers). With checkpointing a layer keeps only its float32 input
+    (4 x hidden bytes a token) and backward recomputes one layer at a time, so per token: 4 x hidden x
+    layers + per_token / layers. The checkpointed micro-step is measured too and reported, but its growth
+    over these lengths (tens of MiB) is below what the resident-set peak resolves on a CPU. Added: the float32
+    weights of policy and reference (loaded before the measured window opens) and the head chunk of the
+    other rows (logits, log-softmax and their gradients in float32: 4 x 128 positions x vocabulary x 4 bytes
+    a row). Attention is assumed linear in length (flash or memory-efficient SDPA, as on a GPU)."""
     precision = args.precisions.split(",")[-1]
     lengths = [int(n) for n in args.estimate_lengths.split(",")]
     config, parameters = parameter_count(model_dir)
     weights_gib = 2 * 4 * parameters / 2**30                  # policy and reference, float32
     chunk_row_gib = 4 * 128 * config.vocab_size * 4 / 2**30
     tokens = args.micro_rows * args.micro_len
+    measured = {}
     for checkpointing in ("off", "on"):
         points = [(n, micro_step(args, model_dir, 1, n, checkpointing, precision)) for n in lengths]
         if any("error" in row or row.get("oom") for _, row in points):
             report["estimate"].append({"checkpointing": checkpointing, "error": "a micro-step worker failed"})
-            continue
-        (n0, r0), (n1, r1) = points[0], points[-1]
-        per_token = (r1["extra_mib"] - r0["extra_mib"]) / (n1 - n0) / 1024                 # GiB per token
-        fixed = r0["extra_mib"] / 1024 - per_token * n0
+            return
+        measured[checkpointing] = [{"tokens": n, "extra_gib": row["extra_mib"] / 1024, "seconds": row["seconds"],
+                                    "tok_s": row["tok_s"]} for n, row in points]
+    first, last = measured["off"][0], measured["off"][-1]
+    per_token = (last["extra_gib"] - first["extra_gib"]) / (last["tokens"] - first["tokens"])   # GiB, all layers
+    fixed = first["extra_gib"] - per_token * first["tokens"]
+    layers, hidden = config.num_hidden_layers, config.hidden_size
+    per_token_checkpointed = 4 * hidden * layers / 2**30 + per_token / layers
+    for checkpointing, activations in (("off", per_token), ("on", per_token_checkpointed)):
         report["estimate"].append({
             "checkpointing": checkpointing, "precision": precision, "parameters": parameters,
-            "measured": [{"tokens": n, "extra_gib": row["extra_mib"] / 1024, "seconds": row["seconds"],
-                          "tok_s": row["tok_s"]} for n, row in points],
-            "activations_gib_per_1k_tokens": per_token * 1024, "fixed_gib": fixed, "weights_gib": weights_gib,
+            "measured": measured[checkpointing], "activations_gib_per_1k_tokens": activations * 1024,
+            "fixed_gib": fixed, "weights_gib": weights_gib, "activations_gib": activations * tokens,
             "other_rows_head_chunk_gib": (args.micro_rows - 1) * chunk_row_gib, "tokens": tokens,
-            "estimate_gib": weights_gib + fixed + per_token * tokens + (args.micro_rows - 1) * chunk_row_gib})
+            "estimate_gib": weights_gib + fixed + activations * tokens + (args.micro_rows - 1) * chunk_row_gib})
