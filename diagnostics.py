@@ -147,23 +147,32 @@ def term_gradients(model, logp: torch.Tensor, entropy: torch.Tensor | None, dive
     logp, entropy, divergence `(b, T)` come from a live forward of `model` on `batch` (with grad; see
     `update.live_forward`); `coefficients` are `objective_terms`'s keyword arguments.
     The terms are token means over this micro-batch (ratios and cosines do not depend on that choice).
-    Uses torch.autograd.grad: nothing is written to the parameters' .grad.
+    Uses torch.autograd.grad: nothing is written to the parameters' .grad. One term's gradient at a time,
+    besides PG's (kept for the cosine): two parameter-sized buffers at most, not one per term (at 0.5B four
+    terms held at once were 7.4 GiB).
     """
     terms, _ = objective_terms(logp, batch.old_logp, batch.ref_logp, batch.teacher_logp, batch.advantages,
                                batch.response_mask, entropy=entropy, divergence=divergence,
                                **{**coefficients, "denominator": None})
     params = [p for p in model.parameters() if p.requires_grad]
-    names = [name for name in TERMS if name in terms and terms[name].requires_grad]
-    flat = {}
+    names = [name for name in TERMS if name in terms and terms[name].requires_grad]    # PG before SDAR
+    zero = torch.zeros((), device=params[0].device)
+    norms, pg_grads, pg_dot_sdar = {}, None, zero
     for index, name in enumerate(names):
-        grads = torch.autograd.grad(terms[name], params, retain_graph=index < len(names) - 1, allow_unused=True)
-        flat[name] = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten().float()
-                                for g, p in zip(grads, params)])                 # (num_params,)
-    metrics = {f"grad/{name}_norm": vector.norm().item() for name, vector in flat.items()}
-    pg_norm, sdar_norm = (flat[name].norm() if name in flat else 0.0 for name in ("pg", "sdar"))
+        grads = torch.autograd.grad(terms[name], params, retain_graph=index < len(names) - 1,
+                                    allow_unused=True)            # None where the term does not reach a parameter
+        norms[name] = torch.sqrt(sum(((g.float() ** 2).sum() for g in grads if g is not None), zero))
+        if name == "pg":
+            pg_grads = grads                    # kept for the cosine; every other term's is dropped at once
+        elif name == "sdar" and pg_grads is not None:
+            pg_dot_sdar = sum(((a.float() * b.float()).sum() for a, b in zip(pg_grads, grads)
+                               if a is not None and b is not None), zero)
+        del grads                               # at most two parameter-sized gradients alive: PG's and this term's
+    metrics = {f"grad/{name}_norm": norm.item() for name, norm in norms.items()}
+    pg_norm, sdar_norm = (norms.get(name, 0.0) for name in ("pg", "sdar"))
     if pg_norm > 0 and sdar_norm > 0:                            # both terms on and moving the weights
         metrics["grad/sdar_to_pg"] = (sdar_norm / pg_norm).item()
-        metrics["grad/cos_pg_sdar"] = (flat["pg"] @ flat["sdar"] / (pg_norm * sdar_norm)).item()
+        metrics["grad/cos_pg_sdar"] = (pg_dot_sdar / (pg_norm * sdar_norm)).item()
     return metrics
 
 
