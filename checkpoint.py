@@ -38,13 +38,14 @@ def checkpoint_path(output_dir: str, iteration: int) -> str:
 
 
 def save_checkpoint(output_dir: str, iteration: int, model, tokenizer, optimizer, scheduler, state: dict,
-                    keep: int = 2) -> str:
-    """Write checkpoint `iteration` atomically (call on the main process only); return its path."""
+                    keep: int = 2, state_dict: dict | None = None) -> str:
+    """Write checkpoint `iteration` atomically (call on the main process only); return its path.
+    `state_dict`: the whole weights of a sharded model (None: the model's own)."""
     root = checkpoint_dir(output_dir)
     os.makedirs(root, exist_ok=True)
     final = checkpoint_path(output_dir, iteration)
     tmp = tempfile.mkdtemp(prefix=".tmp-", dir=root)
-    save_model(output_dir, os.path.join(tmp, "model"), model, tokenizer)
+    save_model(output_dir, os.path.join(tmp, "model"), model, tokenizer, state_dict)
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
                os.path.join(tmp, "optimizer.pt"))
     with open(os.path.join(tmp, "trainer_state.json"), "w") as handle:
@@ -62,21 +63,23 @@ def save_checkpoint(output_dir: str, iteration: int, model, tokenizer, optimizer
     return final
 
 
-def save_final(output_dir: str, model, tokenizer) -> None:
+def save_final(output_dir: str, model, tokenizer, state_dict: dict | None = None) -> None:
     """The trained policy in output_dir/final, loadable with from_pretrained (and as --model): a LoRA
-    policy is merged into its base model first (call last: merging changes the live model)."""
+    policy is merged into its base model first (call last: merging changes the live model).
+    `state_dict`: the whole weights of a sharded model (None: the model's own)."""
     final = os.path.join(output_dir, "final")
     save_model(output_dir, final, model.merge_and_unload() if hasattr(model, "merge_and_unload") else model,
-               tokenizer)
+               tokenizer, state_dict)
     apply_umask(final)
 
 
-def save_model(output_dir: str, folder: str, model, tokenizer) -> None:
+def save_model(output_dir: str, folder: str, model, tokenizer, state_dict: dict | None = None) -> None:
     """save_pretrained (safetensors) and the tokenizer, plus a copy of the run's config.json as
-    config.RUN_CONFIG: a later `--model folder` with `--preset auto` keeps the sizes it was trained with."""
+    config.RUN_CONFIG: a later `--model folder` with `--preset auto` keeps the sizes it was trained with.
+    `state_dict`: the whole weights of a sharded model (None: the model's own)."""
     from config import RUN_CONFIG
 
-    model.save_pretrained(folder, safe_serialization=True)
+    model.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(folder)
     run_config = os.path.join(output_dir, "config.json")
     if os.path.isfile(run_config):
@@ -173,12 +176,13 @@ def start_output_dir(cfg, accelerator) -> None:
 
 
 def save_on_all(accelerator, output_dir: str, iteration: int, model, tokenizer, optimizer, scheduler, state: dict,
-                keep: int) -> None:
-    """`save_checkpoint` from the main process, every process waiting for it (collective-safe)."""
+                keep: int, state_dict: dict | None = None) -> None:
+    """`save_checkpoint` from the main process, every process waiting for it (collective-safe).
+    `state_dict`: the whole weights of a sharded model, gathered by every process before this call."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         save_checkpoint(output_dir, iteration, accelerator.unwrap_model(model), tokenizer, optimizer, scheduler,
-                        state, keep)
+                        state, keep, state_dict)
     accelerator.wait_for_everyone()
 
 

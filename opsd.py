@@ -12,6 +12,7 @@ states in sequence chunks, and with gradients on each chunk is recomputed in bac
 from __future__ import annotations
 
 import torch
+from torch.distributed.fsdp import FSDPModule
 from torch.utils.checkpoint import checkpoint
 
 DIVERGENCES = ("sampled", "reverse_kl", "forward_kl", "jsd")
@@ -74,7 +75,14 @@ def forward_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                         logits_to_keep=1, **kwargs)
     finally:
         handle.remove()
-    return captured["hidden"], outputs                               # (B, S, H), outputs
+    hidden = captured["hidden"]                                      # (B, S, H)
+    if isinstance(model, FSDPModule) and torch.is_grad_enabled():
+        # FSDP2 starts the backward of the parameter group that holds the head (and the tied embedding)
+        # from a hook on that group's output, the logits; our head runs outside the forward, so without
+        # the logits in the graph that group's gradients are never reduced (torch 2.13 segfaults). A
+        # zero-weight term puts them in; the gradient is unchanged.
+        hidden = hidden + 0.0 * outputs.logits.sum()
+    return hidden, outputs                                           # (B, S, H), outputs
 
 
 def final_hidden_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

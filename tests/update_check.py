@@ -47,7 +47,7 @@ def main(out_path: str, loss_agg: str, micro_batch_size: int) -> None:
     accelerator = Accelerator(cpu=True)
     tokenizer = build_tokenizer(CORPUS * 20, vocab_size=512)
     model = tiny_model(tokenizer, seed=0)
-    before = [p.detach().clone() for p in model.parameters()]
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
     experience = synthetic_experience(tokenizer)
     mine = list(range(accelerator.process_index, 8, accelerator.num_processes))
     cfg = resolve(TrainConfig(mini_batch_size=8, micro_batch_size=micro_batch_size, loss_agg=loss_agg, grad_clip=1e9,
@@ -55,9 +55,9 @@ def main(out_path: str, loss_agg: str, micro_batch_size: int) -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     model, optimizer = accelerator.prepare(model, optimizer)
     update_policy(model, optimizer, accelerator, experience[mine], cfg, torch.Generator().manual_seed(0), {})
+    after = accelerator.get_state_dict(model)     # whole weights: a collective under FSDP (every process calls it)
     if accelerator.is_main_process:
-        after = list(accelerator.unwrap_model(model).parameters())
-        torch.save([(b - a.detach()).clone() for b, a in zip(before, after)], out_path)
+        torch.save([before[name] - after[name] for name in before], out_path)
 
 
 if __name__ == "__main__":
