@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -210,6 +210,10 @@ def setup(cfg: TrainConfig) -> Run:
     accelerator = Accelerator(cpu=not use_cuda, mixed_precision="bf16" if use_cuda else "no",
                               log_with=None if cfg.report_to == "none" else cfg.report_to, project_dir=cfg.output_dir)
     validate(cfg, accelerator.num_processes)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        raise ConfigError("DeepSpeed configs are not supported by train.py: update.py accumulates micro-batches "
+                          "itself, and accelerate's DeepSpeed backward steps the engine after every backward (and "
+                          "prepare wants a dataloader batch size); use configs/accelerate/fsdp.yaml to shard the model")
     rank = accelerator.process_index
     resume_from = check_output_dir(cfg)          # refuses an earlier run's folder before anything is built
     state = load_trainer_state(resume_from) if resume_from else {"iteration": 0}

@@ -14,7 +14,7 @@ import os
 import runpy
 import sys
 
-from accelerate import FullyShardedDataParallelPlugin
+from accelerate import Accelerator, FullyShardedDataParallelPlugin
 from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import DistributedType
 
@@ -28,8 +28,23 @@ def build_state_with_fsdp(self, *args, **kwargs):
         self.fsdp_plugin = kwargs.get("fsdp_plugin") or FullyShardedDataParallelPlugin()
 
 
+_prepare = Accelerator.prepare
+
+
+def prepare_and_report(self, *args, **kwargs):
+    """`Accelerator.prepare`, then one line per process saying how the model's weights came out (a test
+    reads it: DTensor means sharded by fully_shard)."""
+    prepared = _prepare(self, *args, **kwargs)
+    for thing in prepared if isinstance(prepared, (tuple, list)) else (prepared,):
+        if hasattr(thing, "parameters"):
+            print(f"fsdp_on_cpu: rank {self.process_index} of {self.num_processes}, {self.distributed_type}, "
+                  f"weights {type(next(thing.parameters())).__name__}", flush=True)
+    return prepared
+
+
 if __name__ == "__main__":
     AcceleratorState.__init__ = build_state_with_fsdp
+    Accelerator.prepare = prepare_and_report
     sys.argv = sys.argv[1:]
     sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))
     runpy.run_path(sys.argv[0], run_name="__main__")

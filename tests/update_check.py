@@ -2,7 +2,9 @@
 
 Every process builds the same model and the same samples, keeps its share (rank::world), runs
 `update.update_policy` once with plain SGD at lr 1 (so the parameter change equals the gradient), and
-the main process writes the parameter change to the path given as argv[1].
+the main process writes the parameter change to the path given as argv[1], with the number of
+processes and whether the weights were sharded (FSDP2 DTensors), so a test can tell that the launch
+did what it asked for.
 """
 
 import os
@@ -55,9 +57,11 @@ def main(out_path: str, loss_agg: str, micro_batch_size: int) -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     model, optimizer = accelerator.prepare(model, optimizer)
     update_policy(model, optimizer, accelerator, experience[mine], cfg, torch.Generator().manual_seed(0), {})
+    sharded = type(next(model.parameters())).__name__ == "DTensor"
     after = accelerator.get_state_dict(model)     # whole weights: a collective under FSDP (every process calls it)
     if accelerator.is_main_process:
-        torch.save([before[name] - after[name] for name in before], out_path)
+        torch.save({"processes": accelerator.num_processes, "sharded": sharded,
+                    "deltas": [before[name] - after[name] for name in before]}, out_path)
 
 
 if __name__ == "__main__":
