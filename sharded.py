@@ -5,8 +5,10 @@ process must make in step. Training forwards are in step (update.py runs the sam
 micro-batches on every process), but rollout, evaluation and the scoring passes are not: each process
 plays its own episodes, which end after different numbers of turns and tokens. So those stages run
 inside `whole_weights`: the weights are gathered once, every forward in it is local, and they are
-sharded again on the way out. A checkpoint needs the whole weights too (`full_state_dict`, every
-process calls it). With unsharded weights (one process, DDP) both are plain and change nothing.
+sharded again on the way out. A checkpoint holds the whole weights and the whole optimizer state
+(`full_state_dict`, `full_optimizer_state`: collectives, every process calls them), so it loads on any
+number of processes and resumes by `load_full_optimizer_state`. With unsharded weights (one process,
+DDP) all of this is plain and changes nothing.
 """
 
 from __future__ import annotations
@@ -56,3 +58,20 @@ def full_state_dict(accelerator, model) -> dict | None:
         return None
     state_dict = accelerator.get_state_dict(model)
     return state_dict if accelerator.is_main_process else None
+
+
+def full_optimizer_state(accelerator, model, optimizer) -> dict | None:
+    """The whole optimizer state, keyed by parameter names, on the main process (None elsewhere and when
+    not sharded: the optimizer's own state_dict is whole). Each process holds only its shard's moments,
+    so a checkpoint of the main process's own state_dict would not resume. A collective under FSDP."""
+    if not is_sharded(accelerator):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+    state = get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return state if accelerator.is_main_process else None
+
+
+def load_full_optimizer_state(model, optimizer, state: dict) -> None:
+    """Load a `full_optimizer_state` into a sharded optimizer: each process keeps its shard of it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))

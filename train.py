@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import yaml
@@ -41,7 +42,7 @@ from experience import build_experience
 from grpo import group_advantages
 from metrics import Logger, iteration_metrics
 from rollout import RolloutConfig, evaluate, rollout
-from sharded import full_state_dict, is_sharded, whole_weights
+from sharded import full_optimizer_state, full_state_dict, is_sharded, load_full_optimizer_state, whole_weights
 from update import update_policy
 
 # Seed streams: every random draw of a run is seeded by task_seed(seed, iteration, STREAM + rank), a pure
@@ -227,7 +228,8 @@ def setup(cfg: TrainConfig) -> Run:
     optimizer, scheduler = make_optimizer(cfg, model)
     model, optimizer = accelerator.prepare(model, optimizer)
     if resume_from:
-        load_optimizer_state(resume_from, optimizer, scheduler)
+        load_optimizer_state(resume_from, optimizer, scheduler,
+                             partial(load_full_optimizer_state, model, optimizer) if is_sharded(accelerator) else None)
     start_output_dir(cfg, accelerator)           # setup worked: only now is anything written
     skills = SkillPicker(cfg.env_name, cfg.skill_retrieval, cfg.seed * 7919 + rank, state.get("bandit"), cfg.skills_dir)
     return Run(cfg, accelerator, tokenizer, model, reference, optimizer, scheduler, envs, eval_envs, panel, skills,
@@ -239,7 +241,8 @@ def save(run: Run, done: int) -> None:
     trainer_state = {**run.logger.state_dict(), "skipped_steps": run.state.get("skipped_steps", 0),
                      "bandit": run.skills.state_dict()}
     save_on_all(run.accelerator, run.cfg.output_dir, done, run.model, run.tokenizer, run.optimizer, run.scheduler,
-                trainer_state, run.cfg.keep_checkpoints, full_state_dict(run.accelerator, run.model))
+                trainer_state, run.cfg.keep_checkpoints, full_state_dict(run.accelerator, run.model),
+                full_optimizer_state(run.accelerator, run.model, run.optimizer))
 
 
 def diagnostics(run: Run, samples, experience, advantages: torch.Tensor, iteration: int) -> tuple[dict, dict | None]:

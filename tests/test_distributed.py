@@ -1,5 +1,6 @@
 """Beyond one process: the shipped accelerate configs parse and fit the project's configs, and under
-FSDP2 (configs/accelerate/fsdp.yaml) 2 CPU processes make the same update as 1 and run train.py end to end.
+FSDP2 (configs/accelerate/fsdp.yaml) 2 CPU processes make the same update as 1 and run train.py end to
+end (checkpoint, resume, final/) as DDP does.
 
 accelerate 1.16 takes its FSDP path only with an accelerator device; tests/fsdp_on_cpu.py makes it take
 that path on CPU processes (gloo), where torch's FSDP2 works, and prints how the weights came out of
@@ -34,22 +35,27 @@ def test_fsdp_two_processes_make_the_same_update_as_one(tmp_path):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
 
-def test_fsdp_training_iteration_matches_ddp(model_dir, tmp_path):
-    """train.py for one iteration on 2 processes, under FSDP2 and under DDP: the same rollouts (each
-    process plays its own episodes on gathered weights), the same update, checkpoint and final/ weights.
+def test_fsdp_training_and_resume_match_ddp(model_dir, tmp_path):
+    """train.py under FSDP2 on 2 processes for one iteration, then resumed from its checkpoint for a
+    second, against DDP on 2 processes for two straight: the same rollouts (each process plays its own
+    episodes on gathered weights), updates, FULL_STATE_DICT checkpoint (weights and optimizer state) and
+    final/ weights.
 
     `--generation_batch_size 1` with a 3-task panel gives the processes different numbers of generate
     calls (2 and 1): with per-forward all-gathers that hangs or fails with a collective mismatch, so this
-    run checks that rollout and evaluation really gather the weights first. The weights of the two runs
-    differ only by the order of float32 gradient sums (measured: identical); 1e-6 on AdamW steps of
-    lr 1e-3 leaves room for that and none for a lost gradient (its step would be missing, 1e-3).
+    run checks that rollout and evaluation really gather the weights first. The two runs' weights differ
+    only by the order of float32 gradient sums (measured: identical); 1e-6 on AdamW steps of lr 1e-3
+    leaves room for that and none for a lost gradient or lost optimizer moments (a step of about 1e-3).
     """
-    args = FAST + ["--model", model_dir, "--iterations", "1", "--eval_tasks", "3", "--generation_batch_size", "1"]
+    args = FAST + ["--model", model_dir, "--eval_tasks", "3", "--generation_batch_size", "1"]
+    one = [a if a != "2" or args[i - 1] != "--iterations" else "1" for i, a in enumerate(args)]
     fsdp, ddp = str(tmp_path / "fsdp"), str(tmp_path / "ddp")
-    result = run_train(args + ["--output_dir", fsdp], launcher=LAUNCH_FSDP_ON_CPU)
+    result = run_train(one + ["--output_dir", fsdp], launcher=LAUNCH_FSDP_ON_CPU)
     check_run(result, fsdp, iterations=1)
     for rank in (0, 1):
         assert f"fsdp_on_cpu: rank {rank} of 2, DistributedType.FSDP, weights DTensor" in result.stdout
+    resumed = run_train(args + ["--output_dir", fsdp, "--resume", "true"], launcher=LAUNCH_FSDP_ON_CPU)
+    assert resumed.returncode == 0 and "iteration 1 of 2 done" in resumed.stdout, resumed.stderr[-3000:]
     assert run_train(args + ["--output_dir", ddp], launcher=LAUNCH_CPU_PROCESSES).returncode == 0
     from safetensors.torch import load_file
     sharded, replicated = (load_file(os.path.join(run, "final", "model.safetensors")) for run in (fsdp, ddp))
