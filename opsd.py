@@ -77,10 +77,10 @@ def forward_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
         handle.remove()
     hidden = captured["hidden"]                                      # (B, S, H)
     if isinstance(model, FSDPModule) and torch.is_grad_enabled():
-        # FSDP2 starts the backward of the parameter group that holds the head (and the tied embedding)
-        # from a hook on that group's output, the logits; our head runs outside the forward, so without
-        # the logits in the graph that group's gradients are never reduced (torch 2.13 segfaults). A
-        # zero-weight term puts them in; the gradient is unchanged.
+        # FSDP2 prepares the backward of a parameter group from a hook on the group's forward output; for
+        # the group that holds the head (and the tied embedding) that is the logits. Our head runs outside
+        # the forward, so the logits must be in the graph, or the backward crashes (torch 2.13: a segfault).
+        # A zero-weight term puts them in; the gradient is unchanged (tests/test_distributed.py).
         hidden = hidden + 0.0 * outputs.logits.sum()
     return hidden, outputs                                           # (B, S, H), outputs
 
