@@ -56,6 +56,9 @@ class TrainConfig:
     """Allow a checkpoint to run its own Python code. Off unless you trust the checkpoint."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward to save memory."""
+    mixed_precision: str = "auto"
+    """auto (bf16 autocast over float32 weights on a GPU, float32 on a CPU) | bf16 | no: the precision of every
+    forward (rollout, scoring passes, update). bf16 on a CPU rehearses the GPU's numerics (slowly)."""
     lora_r: int = 0
     """LoRA rank (0 = full fine-tuning). With LoRA the reference is the base (adapters off)."""
     lora_alpha: int = 32
@@ -270,6 +273,7 @@ RUN_CONFIG = "sdar_config.json"     # the training config a model folder of this
 CHOICES = {
     "env_backend": BACKENDS, "gate": GATES, "divergence": DIVERGENCES, "teacher_context": TEACHER_CONTEXTS,
     "skill_retrieval": RETRIEVAL_MODES, "loss_agg": AGG_MODES, "report_to": ("none", "tensorboard", "wandb"),
+    "mixed_precision": ("auto", "bf16", "no"),
     "method": tuple(METHODS), "parity": tuple(PARITY), "preset": PRESETS,
 }
 REAL_ENV_PACKAGES = {"alfworld": "alfworld"}  # WebShop is a checkout, checked by RealWebShop.check_kwargs

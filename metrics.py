@@ -2,15 +2,60 @@
 (matplotlib is optional: without it nothing is drawn).
 
 Metric names are stable (README "Metrics"): `train/*` from the rollout, `loss/*`, `pg/*`, `sdar/*` from
-the update, `perf/*` timings, `eval/*` from the fixed panel.
+the update, `perf/*` timings and peak memory, `eval/*` from the fixed panel.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
+import resource
 
 import torch
+
+
+def _status_bytes(field: str) -> int | None:
+    """A byte count from /proc/self/status (Linux), e.g. VmRSS or VmHWM; None elsewhere."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_memory(device: torch.device) -> int:
+    """Open a peak-memory window; returns the bytes in use now. CUDA: the allocator's peak counter. CPU:
+    torch's CPU allocator keeps no statistics, so the process's resident-set high-water mark, reset to the
+    current resident set through /proc/self/clear_refs where Linux allows it (else it keeps the process's peak)."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return torch.cuda.memory_allocated(device)
+    with contextlib.suppress(OSError):
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    return _status_bytes("VmRSS") or 0
+
+
+def peak_memory(device: torch.device) -> int:
+    """Peak bytes since `reset_peak_memory`: allocated tensors on CUDA, the resident set on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return _status_bytes("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def phase_peak_gib(device: torch.device) -> float:
+    """The peak memory (GiB) since the last call, then a new window: called after each phase of an iteration,
+    it gives that phase's peak (`perf/peak_gib/*`)."""
+    peak = peak_memory(device) / 2**30
+    reset_peak_memory(device)
+    return peak
 
 class Logger:
     """metrics.jsonl always (main process), accelerate trackers when asked, curves.png after evaluations,

@@ -12,8 +12,12 @@ states in sequence chunks, and with gradients on each chunk is recomputed in bac
 from __future__ import annotations
 
 import torch
-from torch.distributed.fsdp import FSDPModule
 from torch.utils.checkpoint import checkpoint
+
+try:
+    from torch.distributed.fsdp import FSDPModule
+except ImportError:          # a torch built without distributed support, or older than 2.6: nothing is sharded
+    FSDPModule = ()
 
 DIVERGENCES = ("sampled", "reverse_kl", "forward_kl", "jsd")
 

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from torch.distributed.fsdp import FSDPModule
+try:
+    from torch.distributed.fsdp import FSDPModule
+except ImportError:          # a torch built without distributed support, or older than 2.6: nothing is sharded
+    FSDPModule = ()
 
 
 def is_sharded(accelerator) -> bool:

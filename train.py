@@ -40,7 +40,7 @@ from envs.search.retriever import RetrieverError
 from envs.skills import SkillPicker
 from experience import build_experience
 from grpo import group_advantages
-from metrics import Logger, iteration_metrics
+from metrics import Logger, iteration_metrics, phase_peak_gib
 from rollout import RolloutConfig, evaluate, rollout
 from sharded import full_optimizer_state, full_state_dict, is_sharded, load_full_optimizer_state, whole_weights
 from update import update_policy
@@ -57,7 +57,7 @@ def task_seed(seed: int, iteration: int, group: int) -> int:
 
 
 def load_model(cfg: TrainConfig, path: str, device, adapter: str | None = None):
-    """Tokenizer and float32 policy through from_pretrained (bf16 compute comes from autocast on GPU).
+    """Tokenizer and float32 policy through from_pretrained (bf16 compute comes from autocast: `mixed_precision`).
     With `lora_r > 0` the policy gets fresh LoRA adapters, or the trained ones saved in `adapter`."""
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
@@ -208,7 +208,8 @@ def setup(cfg: TrainConfig) -> Run:
     """Validate, refuse an earlier run's folder, build the envs and models, load a checkpoint to resume
     from; only once all that worked is anything written to output_dir."""
     use_cuda = torch.cuda.is_available()
-    accelerator = Accelerator(cpu=not use_cuda, mixed_precision="bf16" if use_cuda else "no",
+    precision = ("bf16" if use_cuda else "no") if cfg.mixed_precision == "auto" else cfg.mixed_precision
+    accelerator = Accelerator(cpu=not use_cuda, mixed_precision=precision,
                               log_with=None if cfg.report_to == "none" else cfg.report_to, project_dir=cfg.output_dir)
     validate(cfg, accelerator.num_processes)
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
@@ -277,7 +278,7 @@ def train(cfg: TrainConfig) -> dict:
     progress = tqdm(range(run.state["iteration"], cfg.iterations), disable=not accelerator.is_main_process,
                     desc="sdar", initial=run.state["iteration"], total=cfg.iterations)
     for iteration in progress:
-        start = time.perf_counter()
+        start, _ = time.perf_counter(), phase_peak_gib(accelerator.device)    # a new peak-memory window
         set_seed(task_seed(cfg.seed, iteration, SAMPLING + rank), device_specific=False)
         run.skills.reseed(task_seed(cfg.seed, iteration, SKILLS + rank))
 
@@ -293,7 +294,7 @@ def train(cfg: TrainConfig) -> dict:
                 save(run, iteration)
             raise
         run.skills.record(run.envs, samples)
-        rollout_seconds = time.perf_counter() - start
+        phases = {"perf/rollout_s": time.perf_counter() - start, "perf/peak_gib/rollout": phase_peak_gib(accelerator.device)}
 
         # 2. Advantages: each step sample's score (its episode's return minus its penalty), normalised in its group.
         scores = torch.tensor([s.score for s in samples], dtype=torch.float64)                     # (N,)
@@ -304,6 +305,8 @@ def train(cfg: TrainConfig) -> dict:
         # 3. Scoring passes, once, with the rollout weights: old, reference and teacher log-probs.
         with accelerator.autocast(), whole_weights(run.model, accelerator):
             experience, timings = build_experience(policy, run.reference, run.tokenizer, samples, advantages, cfg)
+        phases.update(timings)
+        phases["perf/peak_gib/scoring"] = phase_peak_gib(accelerator.device)
         found, histograms = diagnostics(run, samples, experience, advantages, iteration)   # at the rollout weights
 
         # 4. Update: mini-batches of the SDAR objective (shuffled; in order under --parity released), one step each.
@@ -312,12 +315,12 @@ def train(cfg: TrainConfig) -> dict:
         generator = torch.Generator().manual_seed(task_seed(cfg.seed, iteration, MINIBATCHES + rank))
         losses = update_policy(run.model, run.optimizer, accelerator, experience, cfg, generator, run.state, iteration)
         run.scheduler.step()
-        timings["perf/update_s"] = time.perf_counter() - update_start
+        phases.update({"perf/update_s": time.perf_counter() - update_start,
+                       "perf/peak_gib/update": phase_peak_gib(accelerator.device)})
 
         # 5. Evaluate on the fixed panel, log, save.
         done = iteration + 1
-        metrics = iteration_metrics(accelerator, roll, len(samples), {"perf/rollout_s": rollout_seconds, **timings,
-                                                                      **losses, **found})
+        metrics = iteration_metrics(accelerator, roll, len(samples), {**phases, **losses, **found})
         metrics["perf/iter_s"] = time.perf_counter() - start
         if (cfg.eval_every > 0 and done % cfg.eval_every == 0) or done == cfg.iterations:
             metrics.update(run_eval(run.model, run.tokenizer, accelerator, cfg, run.eval_envs, run.panel, run.skills, done))

@@ -149,8 +149,13 @@ def update_policy(model, optimizer, accelerator, experience: Experience, cfg, ge
     """Mini-batch updates over this process's experience at training iteration `iteration`; returns the
     metrics averaged over steps. Logged losses are each micro-batch's own mean, weighted by its token (or
     row) count. A non-finite gradient skips the step (counted in `state`). Shuffled mini-batches; in the
-    trainer's order under `--parity released` (`split_minibatches`)."""
-    sums, weight, grad_norms = {}, 0.0, []
+    trainer's order under `--parity released` (`split_minibatches`).
+
+    `pg/first_minibatch_approx_kl` and `pg/first_minibatch_clip_frac` are the first mini-batch's alone: it
+    runs at the rollout weights, so its live log-probs should equal the old ones up to rounding (ratio 1,
+    nothing clipped). A larger value means the scoring and training forwards disagree numerically (precision,
+    padding, a kernel), which biases every update."""
+    sums, weight, grad_norms, first = {}, 0.0, [], {}
     for _ in range(cfg.ppo_epochs):
         for rows in split_minibatches(experience, accelerator, cfg, generator):
             norm = Normaliser(accelerator, experience, rows, cfg)
@@ -170,6 +175,9 @@ def update_policy(model, optimizer, accelerator, experience: Experience, cfg, ge
                     value = value * denominator / max(own_count, 1.0) if key.startswith("loss/") else value
                     step_sums[key] = step_sums.get(key, 0.0) + value * own_count
                 step_weight += own_count
+            if not first:
+                first = {f"pg/first_minibatch_{key}": step_sums.get(f"pg/{key}", 0.0) / max(step_weight, 1.0)
+                         for key in ("approx_kl", "clip_frac")}
             grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip))
             if not math.isfinite(grad_norm):
                 skip_step(optimizer, state, step_sums, cfg.max_bad_steps, accelerator.print)
@@ -182,6 +190,7 @@ def update_policy(model, optimizer, accelerator, experience: Experience, cfg, ge
                 sums[key] = sums.get(key, 0.0) + value
             weight += step_weight
     out = {key: value / max(weight, 1.0) for key, value in sums.items()}
+    out.update(first)
     out["grad_norm"] = sum(grad_norms) / len(grad_norms) if grad_norms else float("nan")
     out["train/optimizer_steps"] = len(grad_norms)
     out["train/skipped_steps"] = state.get("skipped_steps", 0)

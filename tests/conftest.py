@@ -42,3 +42,31 @@ def model_dir(tmp_path_factory):
     tiny_model(tokenizer, seed=0).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+WEBSHOP_PRODUCTS = 150   # over 500 goals, so WebShop's train split (goals 500+) is not empty
+
+
+def webshop_checkout() -> str:
+    """$WEBSHOP_PATH, else the unchanged WebShop snapshot that sits next to the repository in shared/."""
+    return os.environ.get("WEBSHOP_PATH") or os.path.join(os.path.dirname(ROOT), "shared", "webshop-64fa2a5")
+
+
+@pytest.fixture(scope="session")
+def webshop_real(tmp_path_factory):
+    """(checkout, data_dir): WebShop's own code and the built-in catalogue exported in its formats with a
+    pyserini index; skips with the reason when the checkout or a requirement (tools/webshop/install.sh)
+    is missing."""
+    import importlib.util
+    import subprocess
+    checkout = webshop_checkout()
+    if not os.path.isdir(os.path.join(checkout, "web_agent_site")):
+        pytest.skip(f"needs a WebShop checkout at {checkout} (or set WEBSHOP_PATH)")
+    missing = [name for name in ("pyserini", "jnius", "gym", "bs4", "thefuzz", "cleantext", "rank_bm25",
+                                 "selenium", "spacy", "en_core_web_sm") if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.skip(f"WebShop's requirements are missing ({', '.join(missing)}): bash tools/webshop/install.sh")
+    data = str(tmp_path_factory.mktemp("webshop_data"))
+    subprocess.run([sys.executable, "-m", "envs.webshop.export", "--out", data, "--num", str(WEBSHOP_PRODUCTS)],
+                   cwd=ROOT, check=True, capture_output=True)
+    return checkout, data

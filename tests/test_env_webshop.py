@@ -391,7 +391,12 @@ def fake_checkout(tmp_path, monkeypatch):
     (package / "__init__.py").write_text("")
     (package / "web_agent_text_env.py").write_text(FAKE_TEXT_ENV)
     monkeypatch.setattr(sys, "path", list(sys.path))
+    forget_webshop_modules()   # a real WebShop loaded by an earlier test would shadow the stand-in
     yield str(tmp_path)
+    forget_webshop_modules()
+
+
+def forget_webshop_modules() -> None:
     for name in [name for name in sys.modules if name.startswith("web_agent_site")]:
         del sys.modules[name]
 
@@ -421,13 +426,43 @@ def test_real_adapter_over_a_stand_in_checkout(fake_checkout, monkeypatch):
     assert [third.step("click[nothing]")[2] for _ in range(15)] == [False] * 14 + [True]
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(os.environ.get("WEBSHOP_PATH", "/nonexistent"), "web_agent_site")),
-                    reason="needs a WebShop checkout with its data; set WEBSHOP_PATH")
-def test_real_webshop_checkout():
+def test_real_webshop_checkout(webshop_real):
+    """WebShop's own text environment (the checkout, on the exported catalogue; see tests/test_webshop_real.py)."""
     from envs.webshop.real import RealWebShop
-    env = RealWebShop()
+    checkout, data = webshop_real
+    env = RealWebShop(webshop_path=checkout, data_dir=data)
     obs, info = env.reset(seed=0, split="test", task_index=0)
     assert set(INFO_KEYS) <= set(info) and "search[...]" in info["admissible_actions"]
     obs, reward, done, info = env.step(f"search[{info['task_description']}]")
     assert "Back to Search" in obs and any(a.startswith("click[") for a in info["admissible_actions"])
     assert env.step("not an action")[0] == obs
+
+
+def test_real_adapter_names_the_export_when_data_dir_is_not_one(fake_checkout, tmp_path):
+    from envs.base import EnvSetupError
+    from envs.webshop.real import RealWebShop
+    empty = tmp_path / "not_exported"
+    empty.mkdir()
+    for call in (lambda: RealWebShop.check_kwargs({"webshop_path": fake_checkout, "data_dir": str(empty)}),
+                 lambda: RealWebShop(webshop_path=fake_checkout, data_dir=str(empty))):
+        with pytest.raises(EnvSetupError, match="envs.webshop.export"):
+            call()
+
+
+def test_export_writes_webshop_file_formats(tmp_path):
+    """The files without the index (that needs pyserini; tests/test_webshop_real.py builds it)."""
+    import json
+    subprocess.run([sys.executable, "-m", "envs.webshop.export", "--out", str(tmp_path), "--num", "12",
+                    "--no-index"], cwd=ROOT, check=True, capture_output=True)
+    products = json.load(open(tmp_path / "data" / "items_shuffle_1000.json"))
+    attributes = json.load(open(tmp_path / "data" / "items_ins_v2_1000.json"))
+    human = json.load(open(tmp_path / "data" / "items_human_ins.json"))
+    store = BuiltinWebShop(num_products=12).store
+    assert [p["asin"] for p in products] == [p.asin for p in store.products]
+    first = products[0]
+    assert first["pricing"].startswith("$") and isinstance(first["small_description"], list)
+    assert all(isinstance(v, list) and "value" in v[0] for v in first["customization_options"].values())
+    assert set(attributes[first["asin"]]) == {"attributes", "instruction", "instruction_attributes"}
+    assert sum(len(goals) for goals in human.values()) == len(store.goals)
+    documents = [json.loads(line) for line in open(tmp_path / "search_engine" / "resources" / "documents.jsonl")]
+    assert documents[0]["id"] == first["asin"] and documents[0]["contents"] == documents[0]["contents"].lower()

@@ -169,6 +169,7 @@ def test_two_process_training_iteration(model_dir, tmp_path):
     (["--model", "/nonexistent/model"], "model"),
     (["--env_kwargs", "not json"], "env_kwargs"),
     (["--method", "ppo"], "method"),
+    (["--mixed_precision", "fp16"], "mixed_precision"),
     (["--resume", "true", "--overwrite", "true"], "overwrite"),
 ])
 def test_bad_config_fails_fast(args, needle, tmp_path):

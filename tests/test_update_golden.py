@@ -26,6 +26,9 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 GOLDEN = os.path.join(HERE, "golden", "update.json")
+# Metrics update_policy gained after the record was written (issue 26), on a machine kind other than the
+# record's, so their bits could not be recorded; tests/test_gpu_check.py checks them by hand.
+ADDED_AFTER_RECORD = ("pg/first_minibatch_approx_kl", "pg/first_minibatch_clip_frac")
 CASES = {
     "sdar": dict(),
     "skill_sd_seq_mean": dict(method="skill_sd", skill_sd_coef=0.1, loss_agg="seq-mean-token-mean",
@@ -100,7 +103,7 @@ def run_case(tokenizer, name: str) -> dict:
     return {"old_logp": digest(old), "ref_logp": digest(ref) if cfg.kl_coef > 0 else None, "teacher_logp": digest(teacher),
             "weights": digest(parameters), "weight_sum": float(sum(p.double().sum() for p in parameters)),
             "weight_sq": float(sum((p.double() ** 2).sum() for p in parameters)),
-            "metrics": {k: float(v) for k, v in sorted(metrics.items())}}
+            "metrics": {k: float(v) for k, v in sorted(metrics.items()) if k not in ADDED_AFTER_RECORD}}
 
 
 @pytest.fixture(scope="module")

@@ -63,6 +63,8 @@ def parse_args(argv=None):
     parser.add_argument("--turns", type=int, default=4, help="shrinking turns run on the compiled path")
     parser.add_argument("--chunk_size", type=int, default=128, help="logprob_chunk_size of the train section")
     parser.add_argument("--checkpointing", default="off,on", help="gradient checkpointing in the train section")
+    parser.add_argument("--mixed_precision", default="auto", choices=("auto", "bf16", "no"),
+                        help="bf16 autocast of the train section, as train.py's flag (auto: on CUDA only)")
     parser.add_argument("--env", default="alfworld", help="built-in env of the iteration section")
     parser.add_argument("--iter_fast_decode", action="store_true", help="iteration with train.py --fast_decode")
     parser.add_argument("--iter_embedded_sizes", action="store_true",

@@ -3,17 +3,17 @@ and the memory of chunked against unchunked log-probs. Peak memory is only hones
 nothing else: the CUDA allocator's peak counter, or on CPU the resident-set high-water mark (torch's
 CPU allocator keeps no statistics), reset right before the measured phase where Linux allows it.
 
-Precision follows train.py: float32 weights, bfloat16 autocast on CUDA.
+Precision follows train.py: float32 weights, bfloat16 autocast as its `mixed_precision` says (auto: on CUDA).
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
-import resource
 import time
 
 import torch
+
+from metrics import peak_memory, reset_peak_memory
 
 
 def load(folder: str, device: torch.device, dtype: torch.dtype):
@@ -46,42 +46,16 @@ def random_prompts(tokenizer, rows: int, length: int, generator: torch.Generator
     return torch.randint(3, len(tokenizer), (rows, length), generator=generator).tolist()
 
 
-def _status_bytes(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def reset_peak(device: torch.device) -> int:
-    """Start a peak-memory window; returns the bytes in use now."""
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        return torch.cuda.memory_allocated()
-    with contextlib.suppress(OSError):
-        with open("/proc/self/clear_refs", "w") as handle:   # resets VmHWM to the current RSS
-            handle.write("5")
-    return _status_bytes("VmRSS") or 0
-
-
 def peak(device: torch.device, before: int) -> dict:
-    """Peak since `reset_peak` (MiB): in total, and above what was in use when the window opened."""
-    if device.type == "cuda":
-        top = torch.cuda.max_memory_allocated()
-    else:
-        top = _status_bytes("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """Peak since `reset_peak_memory` (MiB): in total, and above what was in use when the window opened."""
+    top = peak_memory(device)
     return {"peak_mib": top / 2**20, "extra_mib": (top - before) / 2**20}
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA, as accelerate's mixed precision in train.py; nothing on CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+def autocast(device: torch.device, mixed_precision: str = "auto"):
+    """bf16 autocast as train.py's `mixed_precision` sets it (auto: on CUDA only), else nothing."""
+    on = mixed_precision == "bf16" or (mixed_precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if on else contextlib.nullcontext()
 
 
 def train_worker(args, checkpointing: bool, emit, forwards: bool = True) -> None:
@@ -114,8 +88,8 @@ def train_worker(args, checkpointing: bool, emit, forwards: bool = True) -> None
         return score_tokens(model, ids, mask, response_mask, rows, cfg.micro_batch_size, cfg.logprob_chunk_size)
 
     for name, ids, mask in (("old_logp", input_ids, attention_mask), ("teacher_logp", teacher_ids, teacher_mask)):
-        before = reset_peak(device)
-        with autocast(device):
+        before = reset_peak_memory(device)
+        with autocast(device, args.mixed_precision):
             score(ids, mask, [0])                                                 # warm-up
             logps[name], seconds = timed(lambda: score(ids, mask, list(range(B))), device)  # noqa: B023
         if forwards:
@@ -127,12 +101,12 @@ def train_worker(args, checkpointing: bool, emit, forwards: bool = True) -> None
     model.train()
 
     def micro_step():
-        with autocast(device):
+        with autocast(device, args.mixed_precision):
             loss, _ = micro_step_loss(model, experience, experience.response_mask, cfg, float(B * T))
         loss.backward()
         return float(loss)
 
-    before = reset_peak(device)
+    before = reset_peak_memory(device)
     try:
         micro_step()                                                            # warm-up, allocates gradients
         optimizer.step()                                                        # and the AdamW states
@@ -175,7 +149,7 @@ def memory_worker(args, chunk: str, emit) -> None:
     device = torch.device(args.device)
     model, input_ids, attention_mask, T, weights = memory_inputs(args, args.model, device)
     chunk_size = None if chunk == "none" else int(chunk)
-    before = reset_peak(device)
+    before = reset_peak_memory(device)
     _, seconds = timed(lambda: logprobs_backward(model, input_ids, attention_mask, T, weights, chunk_size), device)
     emit(dict(section="memory", variant=f"chunk={chunk}", vocab=args.memory_vocab, batch=args.memory_batch,
               response_len=T, seconds=seconds, **peak(device, before)))

@@ -1,10 +1,10 @@
 """RealWebShop: the WebShop project's own text environment behind the `envs.base.Env` interface.
 
-Setup (outside this project; it needs Python <= 3.10, JDK 11 for pyserini and data from Google Drive):
-
-    git clone https://github.com/princeton-nlp/WebShop && cd WebShop
-    ./setup.sh -d small          # or -d all: products, goals, search index, spaCy en_core_web_lg
-    export WEBSHOP_PATH=$PWD     # or pass RealWebShop(webshop_path=...)
+Setup: a WebShop checkout (https://github.com/princeton-nlp/WebShop; `webshop_path=...` or
+$WEBSHOP_PATH) and its Python requirements (`tools/webshop/install.sh` installs a set verified on
+Python 3.11 with JDK 17). The data is either the checkout's own (its setup.sh downloads products,
+goals and builds the search index) or a folder written by `python -m envs.webshop.export --out DIR`
+(the built-in catalogue in WebShop's formats), passed as `data_dir=DIR`.
 
 The adapter follows the released SDAR / verl-agent setup: text observations, goals 0-499 are the
 test split and 500+ train, 15 steps, reward 10 when the purchase scores 1.0 (raw score in
@@ -14,11 +14,14 @@ one WebShop server; each copy plays under its own session id so their pages neve
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import itertools
 import os
 import random
+import shutil
 import sys
+import tempfile
 
 from envs.base import EnvSetupError, MissingPackageError, check_switches, expand_path
 from envs.webshop import skill_category
@@ -48,23 +51,67 @@ def checkout_path(webshop_path: str | None = None) -> str:
     return path
 
 
-def load_text_env_class(webshop_path: str | None = None):
-    """Import `WebAgentTextEnv` from a WebShop checkout, or say exactly what is missing."""
+def overlay_checkout(checkout: str, data_dir: str) -> str:
+    """A temporary folder that looks like a WebShop checkout whose data is `data_dir`.
+
+    WebShop finds its data and index from its own folder (`../data`, `../search_engine` next to
+    `web_agent_site`). The overlay holds `data` and `search_engine` links into `data_dir` and a copy of
+    the `web_agent_site` folder tree made of links to the checkout's files, so the checkout is never
+    written to (not even Python's bytecode caches, which land in the overlay's own folders).
+    """
+    data_dir = os.path.abspath(expand_path(data_dir, "data_dir"))
+    for needed in ("data", os.path.join("search_engine", "indexes")):
+        if not os.path.isdir(os.path.join(data_dir, needed)):
+            raise EnvSetupError(f"data_dir={data_dir!r} has no {needed} folder; write one with "
+                                f"python -m envs.webshop.export --out {data_dir}")
+    root = tempfile.mkdtemp(prefix="webshop_overlay_")
+    atexit.register(shutil.rmtree, root, True)
+    for name in ("data", "search_engine"):
+        os.symlink(os.path.join(data_dir, name), os.path.join(root, name))
+    source = os.path.join(checkout, "web_agent_site")
+    for folder, _, files in os.walk(source):
+        if os.path.basename(folder) == "__pycache__":
+            continue
+        target = os.path.join(root, "web_agent_site", os.path.relpath(folder, source))
+        os.makedirs(target, exist_ok=True)
+        for name in files:
+            if not name.endswith(".pyc"):
+                os.symlink(os.path.join(folder, name), os.path.join(target, name))
+    return root
+
+
+_OVERLAYS: dict = {}
+
+
+def load_text_env_class(webshop_path: str | None = None, data_dir: str | None = None):
+    """Import `WebAgentTextEnv` from a WebShop checkout (through an overlay on `data_dir` when given),
+    or say exactly what is missing. WebShop reads its data paths once, at import, so one process
+    plays one data set."""
     path = checkout_path(webshop_path)
+    if data_dir is not None:
+        key = (path, os.path.abspath(expand_path(data_dir, "data_dir")))
+        if key not in _OVERLAYS:
+            _OVERLAYS[key] = overlay_checkout(path, data_dir)
+        path = _OVERLAYS[key]
+    loaded = sys.modules.get("web_agent_site")
+    if loaded is not None and os.path.dirname(os.path.dirname(os.path.abspath(loaded.__file__))) != path:
+        raise EnvSetupError(f"WebShop is already loaded in this process from {loaded.__file__}; it reads "
+                            "its data paths at import, so one process can play only one checkout and data_dir.")
     if path not in sys.path:
         sys.path.insert(0, path)
     try:
         module = importlib.import_module("web_agent_site.envs.web_agent_text_env")
     except ImportError as error:
         raise MissingPackageError(
-            f"Could not import WebShop's text environment from {path}: {error}. Install the checkout's "
-            "requirements (pip install -r requirements.txt: gym, flask, beautifulsoup4, pyserini, spacy, "
-            "thefuzz, rich) and the spaCy model (python -m spacy download en_core_web_lg).") from error
+            f"Could not import WebShop's text environment from {path}: {error}. Install its requirements "
+            "(tools/webshop/install.sh: gym, flask, beautifulsoup4, pyserini with a JDK, spacy and its "
+            "en_core_web_sm pipeline, thefuzz, cleantext, rank_bm25, rich, selenium).") from error
     return module.WebAgentTextEnv
 
 
 class RealWebShop:
-    """The real benchmark. kwargs: webshop_path (else $WEBSHOP_PATH), num_products (None = the index
+    """The real benchmark. kwargs: webshop_path (else $WEBSHOP_PATH), data_dir (a folder written by
+    `envs.webshop.export`; None = the checkout's own data), num_products (None = the index
     the setup built), human_goals (False: WebShop's synthetic goals; True: its 12k human instructions),
     file_path (product file; WebShop's default otherwise), max_steps (15), the prompt switches of
     `BuiltinWebShop` (`prompt_template`, `clip_observations`, `action_parse`); the WebAgentTextEnv
@@ -74,7 +121,7 @@ class RealWebShop:
     name = "webshop"
     PASSTHROUGH = ("filter_goals", "limit_goals", "show_attrs", "get_image", "num_prev_obs", "num_prev_actions")
 
-    def __init__(self, webshop_path: str | None = None, num_products: int | None = None,
+    def __init__(self, webshop_path: str | None = None, data_dir: str | None = None, num_products: int | None = None,
                  human_goals: bool = False, file_path: str | None = None, max_steps: int = 15,
                  prompt_template: str | None = None, clip_observations: bool = True, action_parse: str = "project",
                  **env_kwargs):
@@ -84,7 +131,7 @@ class RealWebShop:
         check_switches(action_parse, clip_observations)
         self.clip_observations, self.action_parse = clip_observations, action_parse
         self.template = get_template(prompt_template)
-        text_env_class = load_text_env_class(webshop_path)
+        text_env_class = load_text_env_class(webshop_path, data_dir)
         kwargs = dict(observation_mode="text", num_products=num_products, human_goals=human_goals, **env_kwargs)
         if file_path is not None:
             kwargs["file_path"] = file_path
@@ -102,8 +149,13 @@ class RealWebShop:
 
     @staticmethod
     def check_kwargs(kwargs: dict) -> None:
-        """The checkout is there (cheap: nothing imported; run by config validation before anything loads)."""
+        """The checkout and data are there (cheap: nothing imported; run by config validation before
+        anything loads)."""
         checkout_path(kwargs.get("webshop_path"))
+        data_dir = kwargs.get("data_dir")
+        if data_dir is not None and not os.path.isdir(os.path.join(expand_path(data_dir, "data_dir"), "data")):
+            raise EnvSetupError(f"data_dir={data_dir!r} has no data folder; write one with "
+                                f"python -m envs.webshop.export --out {data_dir}")
 
     def num_tasks(self, split: str) -> int:
         """Goals of a split (task_index 0..num_tasks-1): 0-499 test, the rest train."""
