@@ -62,6 +62,8 @@ def main(out_path: str, loss_agg: str, micro_batch_size: int) -> None:
     if accelerator.is_main_process:
         torch.save({"processes": accelerator.num_processes, "sharded": sharded,
                     "deltas": [before[name] - after[name] for name in before]}, out_path)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()        # closes the process group: exiting with it open can abort in gloo's teardown
 
 
 if __name__ == "__main__":
