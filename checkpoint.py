@@ -38,14 +38,17 @@ def checkpoint_path(output_dir: str, iteration: int) -> str:
 
 
 def save_checkpoint(output_dir: str, iteration: int, model, tokenizer, optimizer, scheduler, state: dict,
-                    keep: int = 2) -> str:
-    """Write checkpoint `iteration` atomically (call on the main process only); return its path."""
+                    keep: int = 2, state_dict: dict | None = None, optimizer_state: dict | None = None) -> str:
+    """Write checkpoint `iteration` atomically (call on the main process only); return its path.
+    `state_dict`, `optimizer_state`: the whole weights and optimizer state of a sharded model (None: the
+    model's and the optimizer's own)."""
     root = checkpoint_dir(output_dir)
     os.makedirs(root, exist_ok=True)
     final = checkpoint_path(output_dir, iteration)
     tmp = tempfile.mkdtemp(prefix=".tmp-", dir=root)
-    save_model(output_dir, os.path.join(tmp, "model"), model, tokenizer)
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+    save_model(output_dir, os.path.join(tmp, "model"), model, tokenizer, state_dict)
+    torch.save({"optimizer": optimizer.state_dict() if optimizer_state is None else optimizer_state,
+                "scheduler": scheduler.state_dict()},
                os.path.join(tmp, "optimizer.pt"))
     with open(os.path.join(tmp, "trainer_state.json"), "w") as handle:
         json.dump({**state, "iteration": iteration}, handle)
@@ -62,21 +65,23 @@ def save_checkpoint(output_dir: str, iteration: int, model, tokenizer, optimizer
     return final
 
 
-def save_final(output_dir: str, model, tokenizer) -> None:
+def save_final(output_dir: str, model, tokenizer, state_dict: dict | None = None) -> None:
     """The trained policy in output_dir/final, loadable with from_pretrained (and as --model): a LoRA
-    policy is merged into its base model first (call last: merging changes the live model)."""
+    policy is merged into its base model first (call last: merging changes the live model).
+    `state_dict`: the whole weights of a sharded model (None: the model's own)."""
     final = os.path.join(output_dir, "final")
     save_model(output_dir, final, model.merge_and_unload() if hasattr(model, "merge_and_unload") else model,
-               tokenizer)
+               tokenizer, state_dict)
     apply_umask(final)
 
 
-def save_model(output_dir: str, folder: str, model, tokenizer) -> None:
+def save_model(output_dir: str, folder: str, model, tokenizer, state_dict: dict | None = None) -> None:
     """save_pretrained (safetensors) and the tokenizer, plus a copy of the run's config.json as
-    config.RUN_CONFIG: a later `--model folder` with `--preset auto` keeps the sizes it was trained with."""
+    config.RUN_CONFIG: a later `--model folder` with `--preset auto` keeps the sizes it was trained with.
+    `state_dict`: the whole weights of a sharded model (None: the model's own)."""
     from config import RUN_CONFIG
 
-    model.save_pretrained(folder, safe_serialization=True)
+    model.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(folder)
     run_config = os.path.join(output_dir, "config.json")
     if os.path.isfile(run_config):
@@ -173,12 +178,14 @@ def start_output_dir(cfg, accelerator) -> None:
 
 
 def save_on_all(accelerator, output_dir: str, iteration: int, model, tokenizer, optimizer, scheduler, state: dict,
-                keep: int) -> None:
-    """`save_checkpoint` from the main process, every process waiting for it (collective-safe)."""
+                keep: int, state_dict: dict | None = None, optimizer_state: dict | None = None) -> None:
+    """`save_checkpoint` from the main process, every process waiting for it (collective-safe).
+    `state_dict`, `optimizer_state`: the whole weights and optimizer state of a sharded model, gathered by
+    every process before this call."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         save_checkpoint(output_dir, iteration, accelerator.unwrap_model(model), tokenizer, optimizer, scheduler,
-                        state, keep)
+                        state, keep, state_dict, optimizer_state)
     accelerator.wait_for_everyone()
 
 
@@ -236,14 +243,16 @@ def damaged_weights(folder: str) -> tuple[str, str] | None:
     return None
 
 
-def load_optimizer_state(path: str, optimizer, scheduler) -> None:
-    """Restore optimizer and scheduler (safe load: tensors and plain containers only)."""
+def load_optimizer_state(path: str, optimizer, scheduler, load_optimizer=None) -> None:
+    """Restore optimizer and scheduler (safe load: tensors and plain containers only). `load_optimizer`:
+    how the saved optimizer state goes in (None: `optimizer.load_state_dict`; sharded models pass
+    `sharded.load_full_optimizer_state`)."""
     try:
         state = torch.load(os.path.join(path, "optimizer.pt"), map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
         raise _damaged(path, "optimizer.pt", error) from error
     try:
-        optimizer.load_state_dict(state["optimizer"])
+        (load_optimizer or optimizer.load_state_dict)(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         for group in optimizer.param_groups:         # same count but other shapes loads, then fails at step
             for param in group["params"]:

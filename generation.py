@@ -183,8 +183,12 @@ def generate_responses(model, tokenizer, prompts: list[list[int]], config,   # a
             width = -(-width // config.pad_to_multiple_of) * config.pad_to_multiple_of
         input_ids, attention_mask = left_pad([prompts[row] for row in slots], pad_id, width)  # (b, P) each
         stop = StoppingCriteriaList([StopOnTags(tokenizer, tags, eos_ids, vocab_size, device, len(rows))])
+        # synced_gpus off: with sharded weights transformers would keep every process generating until all
+        # are done, but this process's own episodes decide how often it calls generate; the weights are
+        # gathered beforehand instead (sharded.whole_weights), so each generate here is local.
         sequences = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                                   generation_config=generation_config, stopping_criteria=stop)  # (b, P+n)
+                                   generation_config=generation_config, stopping_criteria=stop,
+                                   synced_gpus=False)                                       # (b, P+n)
         generated = sequences[:len(rows), width:].tolist()
         for slot, row in enumerate(rows):
             responses[row] = cut_response(generated[slot], tokenizer, eos_ids, tags)

@@ -103,9 +103,10 @@ class Logger:
         return {"best": self.best, "eval_history": self.history}
 
     def finish(self) -> dict:
+        """Draw the curves, close the trackers and the process group (processes that exit with it still open
+        can abort in its threads' teardown), and return the final and best evaluations."""
         self.plot()
-        if self.cfg.report_to != "none":
-            self.accelerator.end_training()
+        self.accelerator.end_training()
         return {"final": self.history[-1] if self.history else {}, "best": self.best}
 
 

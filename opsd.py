@@ -14,6 +14,11 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint
 
+try:
+    from torch.distributed.fsdp import FSDPModule
+except ImportError:          # a torch built without distributed support, or older than 2.6: nothing is sharded
+    FSDPModule = ()
+
 DIVERGENCES = ("sampled", "reverse_kl", "forward_kl", "jsd")
 
 
@@ -74,7 +79,14 @@ def forward_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                         logits_to_keep=1, **kwargs)
     finally:
         handle.remove()
-    return captured["hidden"], outputs                               # (B, S, H), outputs
+    hidden = captured["hidden"]                                      # (B, S, H)
+    if isinstance(model, FSDPModule) and torch.is_grad_enabled():
+        # FSDP2 prepares the backward of a parameter group from a hook on the group's forward output; for
+        # the group that holds the head (and the tied embedding) that is the logits. Our head runs outside
+        # the forward, so the logits must be in the graph, or the backward crashes (torch 2.13: a segfault).
+        # A zero-weight term puts them in; the gradient is unchanged (tests/test_distributed.py).
+        hidden = hidden + 0.0 * outputs.logits.sum()
+    return hidden, outputs                                           # (B, S, H), outputs
 
 
 def final_hidden_states(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

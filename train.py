@@ -19,11 +19,12 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -41,6 +42,7 @@ from experience import build_experience
 from grpo import group_advantages
 from metrics import Logger, iteration_metrics, phase_peak_gib
 from rollout import RolloutConfig, evaluate, rollout
+from sharded import full_optimizer_state, full_state_dict, is_sharded, load_full_optimizer_state, whole_weights
 from update import update_policy
 
 # Seed streams: every random draw of a run is seeded by task_seed(seed, iteration, STREAM + rank), a pure
@@ -146,7 +148,7 @@ def run_eval(model, tokenizer, accelerator, cfg, eval_envs, panel, skills, itera
     """
     set_seed(task_seed(cfg.seed, iteration, EVALUATION + accelerator.process_index), device_specific=False)
     config = rollout_config(cfg, evaluation=True, teacher=teacher)
-    with accelerator.autocast():
+    with accelerator.autocast(), whole_weights(model, accelerator):
         label = f"{prefix.rstrip('/')} {'teacher' if teacher else 'student'} @ {iteration}"
         metrics = evaluate(accelerator.unwrap_model(model), tokenizer, eval_envs, panel, config, skills,
                            progress=label if accelerator.is_main_process else None)
@@ -186,7 +188,7 @@ class Run:
     cfg: TrainConfig
     accelerator: Accelerator
     tokenizer: object
-    model: torch.nn.Module                  # wrapped by accelerate (DDP on several processes)
+    model: torch.nn.Module                  # wrapped by accelerate (DDP on several processes; FSDP2: sharded)
     reference: torch.nn.Module | None       # frozen initial model (None: no KL term, or LoRA)
     optimizer: torch.optim.Optimizer
     scheduler: object
@@ -210,6 +212,10 @@ def setup(cfg: TrainConfig) -> Run:
     accelerator = Accelerator(cpu=not use_cuda, mixed_precision=precision,
                               log_with=None if cfg.report_to == "none" else cfg.report_to, project_dir=cfg.output_dir)
     validate(cfg, accelerator.num_processes)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        raise ConfigError("DeepSpeed configs are not supported by train.py: update.py accumulates micro-batches "
+                          "itself, and accelerate's DeepSpeed backward steps the engine after every backward (and "
+                          "prepare wants a dataloader batch size); use configs/accelerate/fsdp.yaml to shard the model")
     rank = accelerator.process_index
     resume_from = check_output_dir(cfg)          # refuses an earlier run's folder before anything is built
     state = load_trainer_state(resume_from) if resume_from else {"iteration": 0}
@@ -223,7 +229,8 @@ def setup(cfg: TrainConfig) -> Run:
     optimizer, scheduler = make_optimizer(cfg, model)
     model, optimizer = accelerator.prepare(model, optimizer)
     if resume_from:
-        load_optimizer_state(resume_from, optimizer, scheduler)
+        load_optimizer_state(resume_from, optimizer, scheduler,
+                             partial(load_full_optimizer_state, model, optimizer) if is_sharded(accelerator) else None)
     start_output_dir(cfg, accelerator)           # setup worked: only now is anything written
     skills = SkillPicker(cfg.env_name, cfg.skill_retrieval, cfg.seed * 7919 + rank, state.get("bandit"), cfg.skills_dir)
     return Run(cfg, accelerator, tokenizer, model, reference, optimizer, scheduler, envs, eval_envs, panel, skills,
@@ -235,12 +242,14 @@ def save(run: Run, done: int) -> None:
     trainer_state = {**run.logger.state_dict(), "skipped_steps": run.state.get("skipped_steps", 0),
                      "bandit": run.skills.state_dict()}
     save_on_all(run.accelerator, run.cfg.output_dir, done, run.model, run.tokenizer, run.optimizer, run.scheduler,
-                trainer_state, run.cfg.keep_checkpoints)
+                trainer_state, run.cfg.keep_checkpoints, full_state_dict(run.accelerator, run.model),
+                full_optimizer_state(run.accelerator, run.model, run.optimizer))
 
 
 def diagnostics(run: Run, samples, experience, advantages: torch.Tensor, iteration: int) -> tuple[dict, dict | None]:
     """Is the distillation term doing anything (diagnostics.py)? GRPO's signal every iteration; the gap at
-    the rollout weights when a gap-gated term is on; each term's gradient every `diagnostics_every`."""
+    the rollout weights when a gap-gated term is on; each term's gradient every `diagnostics_every` (not
+    with sharded weights: autograd.grad would see the shards, not the weights the forward used)."""
     cfg = run.cfg
     metrics = advantage_diagnostics(torch.tensor([s.episode_return for s in samples]), advantages,
                                     torch.tensor([s.group_id for s in samples]), torch.tensor([s.traj_id for s in samples]))
@@ -252,7 +261,7 @@ def diagnostics(run: Run, samples, experience, advantages: torch.Tensor, iterati
         gap_metrics, histograms = gap_statistics(run.accelerator, experience.old_logp, experience.teacher_logp,
                                                  experience.response_mask, action, won, experience.advantages, cfg.beta)
         metrics.update(gap_metrics)
-    if cfg.diagnostics_every > 0 and iteration % cfg.diagnostics_every == 0:
+    if cfg.diagnostics_every > 0 and iteration % cfg.diagnostics_every == 0 and not is_sharded(run.accelerator):
         generator = torch.Generator().manual_seed(task_seed(cfg.seed, iteration, DIAGNOSTICS + run.accelerator.process_index))
         with run.accelerator.autocast():
             metrics.update(measure_term_gradients(run.policy, experience, cfg, generator, iteration))
@@ -278,7 +287,7 @@ def train(cfg: TrainConfig) -> dict:
         seeds = [task_seed(cfg.seed, iteration, g) for g in groups for _ in range(cfg.group_size)]
         group_ids = [g for g in groups for _ in range(cfg.group_size)]
         try:
-            with accelerator.autocast():
+            with accelerator.autocast(), whole_weights(run.model, accelerator):
                 samples, roll = rollout(policy, run.tokenizer, run.envs, seeds, group_ids, rollout_config(cfg), run.skills)
         except (Exception, KeyboardInterrupt):   # e.g. the retriever is gone: keep the iterations already done
             if accelerator.num_processes == 1 and iteration > 0 and not os.path.isdir(checkpoint_path(cfg.output_dir, iteration)):
@@ -294,7 +303,7 @@ def train(cfg: TrainConfig) -> dict:
                                       cross_steps=cfg.cross_steps).float()                         # (N,)
 
         # 3. Scoring passes, once, with the rollout weights: old, reference and teacher log-probs.
-        with accelerator.autocast():
+        with accelerator.autocast(), whole_weights(run.model, accelerator):
             experience, timings = build_experience(policy, run.reference, run.tokenizer, samples, advantages, cfg)
         phases.update(timings)
         phases["perf/peak_gib/scoring"] = phase_peak_gib(accelerator.device)
@@ -323,8 +332,9 @@ def train(cfg: TrainConfig) -> dict:
         progress.set_postfix(reward=f"{metrics['train/reward']:.2f}", success=f"{metrics['train/success']:.2f}")
         if done % cfg.save_every == 0 or done == cfg.iterations:
             save(run, done)
+    state_dict = full_state_dict(accelerator, run.model)      # every process: a collective under FSDP
     if accelerator.is_main_process:
-        save_final(cfg.output_dir, policy, run.tokenizer)
+        save_final(cfg.output_dir, policy, run.tokenizer, state_dict)
     summary = run.logger.finish()
     accelerator.print(json.dumps(summary))
     return summary

@@ -115,20 +115,28 @@ def test_resume_matches_an_uninterrupted_run(model_dir, tmp_path):
     assert [r["iteration"] for r in read_metrics(split)] == [1, 2, 3]
 
 
-def update_deltas(tmp_path, processes, loss_agg, micro):
-    """Parameter changes of one update by tests/update_check.py (one process: in this one)."""
+# Several CPU processes: `--multi_gpu` picks accelerate's multi-process launcher (torchrun); the scripts'
+# Accelerator(cpu=True) then runs DDP over gloo. `--cpu` would start ONE process (accelerate 1.16's simple launcher).
+LAUNCH_CPU_PROCESSES = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+
+
+def update_deltas(tmp_path, processes, loss_agg, micro, launcher=None):
+    """Parameter changes of one update by tests/update_check.py (one process: in this one; `launcher`:
+    the command that starts several, default LAUNCH_CPU_PROCESSES); checks that it ran on `processes`."""
     out = str(tmp_path / f"delta-{processes}-{micro}-{loss_agg}.pt")
     if processes == 1:
         import update_check
         update_check.main(out, loss_agg, micro)
     else:
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", str(processes),
-                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                   os.path.join(ROOT, "tests", "update_check.py"), out, loss_agg, str(micro)]
+        command = (launcher or LAUNCH_CPU_PROCESSES) + [os.path.join(ROOT, "tests", "update_check.py"), out, loss_agg,
+                                                        str(micro)]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": str(29500 + os.getpid() % 1000)}
         result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
-    return torch.load(out, weights_only=True)
+    found = torch.load(out, weights_only=True)
+    assert found["processes"] == processes
+    return found["deltas"]
 
 
 @pytest.mark.parametrize("loss_agg", ["token-mean", "seq-mean-token-mean"])
@@ -148,11 +156,10 @@ def test_gradient_accumulation_1x8_equals_8x1(tmp_path):
 
 
 def test_two_process_training_iteration(model_dir, tmp_path):
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     args = FAST + ["--model", model_dir, "--output_dir", str(tmp_path), "--iterations", "1", "--eval_tasks", "3"]
-    result = run_train(args, launcher=launcher)
-    check_run(result, str(tmp_path), iterations=1)
+    result = run_train(args, launcher=LAUNCH_CPU_PROCESSES)
+    rows = check_run(result, str(tmp_path), iterations=1)
+    assert not any(key.startswith(("train/success/", "eval/success/")) for key in rows[-1])  # only logged with 1 process
 
 
 @pytest.mark.parametrize("args,needle", [

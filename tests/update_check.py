@@ -2,7 +2,9 @@
 
 Every process builds the same model and the same samples, keeps its share (rank::world), runs
 `update.update_policy` once with plain SGD at lr 1 (so the parameter change equals the gradient), and
-the main process writes the parameter change to the path given as argv[1].
+the main process writes the parameter change to the path given as argv[1], with the number of
+processes and whether the weights were sharded (FSDP2 DTensors), so a test can tell that the launch
+did what it asked for.
 """
 
 import os
@@ -47,7 +49,7 @@ def main(out_path: str, loss_agg: str, micro_batch_size: int) -> None:
     accelerator = Accelerator(cpu=True)
     tokenizer = build_tokenizer(CORPUS * 20, vocab_size=512)
     model = tiny_model(tokenizer, seed=0)
-    before = [p.detach().clone() for p in model.parameters()]
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
     experience = synthetic_experience(tokenizer)
     mine = list(range(accelerator.process_index, 8, accelerator.num_processes))
     cfg = resolve(TrainConfig(mini_batch_size=8, micro_batch_size=micro_batch_size, loss_agg=loss_agg, grad_clip=1e9,
@@ -55,9 +57,13 @@ def main(out_path: str, loss_agg: str, micro_batch_size: int) -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     model, optimizer = accelerator.prepare(model, optimizer)
     update_policy(model, optimizer, accelerator, experience[mine], cfg, torch.Generator().manual_seed(0), {})
+    sharded = type(next(model.parameters())).__name__ == "DTensor"
+    after = accelerator.get_state_dict(model)     # whole weights: a collective under FSDP (every process calls it)
     if accelerator.is_main_process:
-        after = list(accelerator.unwrap_model(model).parameters())
-        torch.save([(b - a.detach()).clone() for b, a in zip(before, after)], out_path)
+        torch.save({"processes": accelerator.num_processes, "sharded": sharded,
+                    "deltas": [before[name] - after[name] for name in before]}, out_path)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()        # closes the process group: exiting with it open can abort in gloo's teardown
 
 
 if __name__ == "__main__":
