@@ -279,7 +279,7 @@ def test_real_webshop_with_a_broken_checkout_names_what_to_install(tmp_path, mon
     (package / "web_agent_text_env.py").write_text("import gym_is_not_installed_here\n")
     monkeypatch.setattr(sys, "path", list(sys.path))
     try:
-        with pytest.raises(ImportError, match="requirements.txt"):
+        with pytest.raises(ImportError, match="tools/webshop/install.sh"):
             RealWebShop(webshop_path=str(tmp_path))
     finally:
         for module in [m for m in sys.modules if m.startswith("web_agent_site")]:
