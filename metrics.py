@@ -8,7 +8,6 @@ the update, `perf/*` timings and peak memory, `eval/*` from the fixed panel.
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import os
 import resource
@@ -31,8 +30,9 @@ def _status_bytes(field: str) -> int | None:
 def reset_peak_memory(device: torch.device) -> int:
     """Open a peak-memory window; returns the bytes in use now. CUDA: the allocator's peak counter. CPU:
     torch's CPU allocator keeps no statistics, so the process's resident-set high-water mark, reset to the
-    current resident set through /proc/self/clear_refs where Linux allows it (else it keeps the process's peak)."""
-    gc.collect()
+    current resident set through /proc/self/clear_refs where Linux allows it (else it keeps the process's peak).
+    No garbage collection here: with a model loaded a full collection takes about 0.2 s on a CPU, too much for
+    every phase of every iteration (tools/benchlib.py collects before its own windows)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)

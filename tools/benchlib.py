@@ -9,6 +9,7 @@ Precision follows train.py: float32 weights, bfloat16 autocast as its `mixed_pre
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
 
 import torch
@@ -46,8 +47,14 @@ def random_prompts(tokenizer, rows: int, length: int, generator: torch.Generator
     return torch.randint(3, len(tokenizer), (rows, length), generator=generator).tolist()
 
 
+def reset_peak(device: torch.device) -> int:
+    """Collect garbage (cycles the previous measurement left), then open a peak-memory window."""
+    gc.collect()
+    return reset_peak_memory(device)
+
+
 def peak(device: torch.device, before: int) -> dict:
-    """Peak since `reset_peak_memory` (MiB): in total, and above what was in use when the window opened."""
+    """Peak since `reset_peak` (MiB): in total, and above what was in use when the window opened."""
     top = peak_memory(device)
     return {"peak_mib": top / 2**20, "extra_mib": (top - before) / 2**20}
 
@@ -88,7 +95,7 @@ def train_worker(args, checkpointing: bool, emit, forwards: bool = True) -> None
         return score_tokens(model, ids, mask, response_mask, rows, cfg.micro_batch_size, cfg.logprob_chunk_size)
 
     for name, ids, mask in (("old_logp", input_ids, attention_mask), ("teacher_logp", teacher_ids, teacher_mask)):
-        before = reset_peak_memory(device)
+        before = reset_peak(device)
         with autocast(device, args.mixed_precision):
             score(ids, mask, [0])                                                 # warm-up
             logps[name], seconds = timed(lambda: score(ids, mask, list(range(B))), device)  # noqa: B023
@@ -106,7 +113,7 @@ def train_worker(args, checkpointing: bool, emit, forwards: bool = True) -> None
         loss.backward()
         return float(loss)
 
-    before = reset_peak_memory(device)
+    before = reset_peak(device)
     try:
         micro_step()                                                            # warm-up, allocates gradients
         optimizer.step()                                                        # and the AdamW states
@@ -149,7 +156,7 @@ def memory_worker(args, chunk: str, emit) -> None:
     device = torch.device(args.device)
     model, input_ids, attention_mask, T, weights = memory_inputs(args, args.model, device)
     chunk_size = None if chunk == "none" else int(chunk)
-    before = reset_peak_memory(device)
+    before = reset_peak(device)
     _, seconds = timed(lambda: logprobs_backward(model, input_ids, attention_mask, T, weights, chunk_size), device)
     emit(dict(section="memory", variant=f"chunk={chunk}", vocab=args.memory_vocab, batch=args.memory_batch,
               response_len=T, seconds=seconds, **peak(device, before)))
