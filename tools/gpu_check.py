@@ -107,7 +107,8 @@ def train_flags(args, model_dir: str, output_dir: str, precision: str, fast: str
 
 
 def run_train(args, model_dir: str, precision: str, fast: str, seconds_left: float) -> dict:
-    """train.py in a subprocess: its first iteration's metrics, the last row's evaluation, max RSS, wall time."""
+    """train.py in a subprocess: its first iteration's metrics (per-phase seconds and peak memory), the last
+    row's evaluation, its wall time; or the error it stopped with."""
     with tempfile.TemporaryDirectory() as output_dir:
         command = [sys.executable, os.path.join(ROOT, "train.py"),
                    *train_flags(args, model_dir, output_dir, precision, fast)]
@@ -115,21 +116,19 @@ def run_train(args, model_dir: str, precision: str, fast: str, seconds_left: flo
         if args.device == "cpu":
             env["CUDA_VISIBLE_DEVICES"] = ""
         start = time.perf_counter()
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                   text=True)
         try:
-            _, stderr = process.communicate(timeout=max(30.0, seconds_left))
+            result = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    text=True, timeout=max(30.0, seconds_left))     # killed at the timeout
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
             return {"error": f"stopped at the time budget ({seconds_left:.0f} s left)"}
         wall = time.perf_counter() - start
         rows = []
         path = os.path.join(output_dir, "metrics.jsonl")
         if os.path.exists(path):
             rows = [json.loads(line) for line in open(path) if line.strip()]
-        if process.returncode != 0 or not rows:
-            return {"error": (stderr.strip().splitlines() or ["no output"])[-1][:300], "exit_code": process.returncode}
+        if result.returncode != 0 or not rows:
+            return {"error": (result.stderr.strip().splitlines() or ["no output"])[-1][:300],
+                    "exit_code": result.returncode}
     first = next(row for row in rows if row["iteration"] == 1)
     keep = [key for key in first if key.startswith(("perf/", "pg/first_minibatch_"))]
     keep += ["train/step_samples", "loss/pg", "loss/kl", "loss/sdar", "grad_norm"]
